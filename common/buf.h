@@ -1,0 +1,34 @@
+/* Growable byte buffer: one per direction per connection, bounded by the caller. */
+#ifndef LR_BUF_H
+#define LR_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct lr_buf {
+    uint8_t *data;
+    size_t len; /* bytes in use, starting at data[0] */
+    size_t cap; /* bytes allocated */
+};
+
+/* Makes room for at least `extra` more bytes. 0 or -ENOMEM. */
+int lr_buf_reserve(struct lr_buf *b, size_t extra);
+/* Appends n bytes. 0 or -ENOMEM. */
+int lr_buf_append(struct lr_buf *b, const void *p, size_t n);
+/* Appends a NUL-terminated string (without the NUL). 0 or -ENOMEM. */
+int lr_buf_puts(struct lr_buf *b, const char *s);
+/* Appends formatted text (data stays NUL-terminated past len). 0 or -ENOMEM. */
+int lr_buf_printf(struct lr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int lr_buf_vprintf(struct lr_buf *b, const char *fmt, va_list ap);
+/* Drops the first n bytes (n <= len). */
+void lr_buf_consume(struct lr_buf *b, size_t n);
+/* Empties the buffer, keeping its memory. */
+void lr_buf_reset(struct lr_buf *b);
+/* Releases the memory; NULL-safe; leaves an empty buffer. */
+void lr_buf_free(struct lr_buf *b);
+/* Hands the NUL-terminated contents to the caller (free() it) and empties the buffer.
+ * Returns NULL on allocation failure. */
+char *lr_buf_steal_str(struct lr_buf *b);
+
+#endif

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build, the tests and `make run` need: only the missing
+# ones, so a second run does nothing. Usage: scripts/install-deps.sh [build|test|bench]
+set -euo pipefail
+
+what=${1:-test}
+pkgs=(gcc make cmake pkg-config libev-dev libjansson-dev libyaml-dev libcurl4-openssl-dev
+      node-llhttp haproxy ca-certificates python3)
+case "$what" in
+  test)  pkgs+=(libcmocka-dev clang libclang-rt-14-dev curl) ;;
+  bench) pkgs+=(libcmocka-dev wrk nginx-light curl) ;;
+  build) ;;
+  *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${missing[*]}" >&2
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO=sudo
+  else echo "install-deps: missing packages (${missing[*]}) and not root; install them" >&2; exit 1
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+# The package lists may be stale or empty on a fresh machine; refresh once if install fails.
+if ! $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
