@@ -73,6 +73,16 @@ struct agent_settings {
     unsigned sse_keepalive_interval_secs;
     json_t *routing; /* owned reference, may be NULL */
     json_t *root;    /* the whole document, owned */
+
+    /* Private: precomputed by settings.c at load time for classify.c, so classify() is a
+     * few length compares and branches. Provider pointers point into `providers`; NULL
+     * means "no candidate: route to the engine". */
+    size_t *intercept_path_lens;                     /* strlen(intercept_paths[i]) */
+    bool bypass_auto;                                /* bypass_provider is "auto" */
+    const struct agent_provider *cls_auto_openai;    /* auto, OpenAI-ish request */
+    const struct agent_provider *cls_auto_anthropic; /* auto, Anthropic-ish request */
+    const struct agent_provider *cls_named;          /* named provider */
+    const struct agent_provider *cls_named_ns;       /* named, /v1/messages/... path */
 };
 
 /* Parses settings from JSON text. On error returns NULL and writes "line:col: message" or a

@@ -20,7 +20,8 @@ int lr_buf_append(struct lr_buf *b, const void *p, size_t n);
 int lr_buf_puts(struct lr_buf *b, const char *s);
 /* Appends formatted text (data stays NUL-terminated past len). 0 or -ENOMEM. */
 int lr_buf_printf(struct lr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int lr_buf_vprintf(struct lr_buf *b, const char *fmt, va_list ap);
+int lr_buf_vprintf(struct lr_buf *b, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 /* Drops the first n bytes (n <= len). */
 void lr_buf_consume(struct lr_buf *b, size_t n);
 /* Empties the buffer, keeping its memory. */
