@@ -55,7 +55,7 @@ struct cfg_target { /* a provider in a rule, with its weight (weighted-round-rob
 struct cfg_rule {
     char *name;
     char *model_pattern; /* POSIX extended regex, validated with regcomp */
-    int priority;        /* higher first; default 0; ties keep file order */
+    int priority;        /* higher first; default 10 (LunaRoute's); ties keep file order */
     enum cfg_strategy strategy;
     char *primary; /* when strategy NONE */
     struct cfg_target *fallbacks;
