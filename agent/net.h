@@ -1,0 +1,64 @@
+/* Socket helpers: "host:port" parsing, listening sockets, per-socket options, and a small
+ * libev acceptor that backs off on EMFILE. Helpers report errors into the caller's buffer
+ * and never log (the caller has the context). Errors are negative errno values. */
+#ifndef LR_NET_H
+#define LR_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <ev.h>
+
+#define NET_HOST_MAX 256
+
+/* Splits "host:port", "[v6]:port" or ":port"/"*:port" (any address). host receives the
+ * address without brackets ("" for any). The port must be 0..65535, digits only.
+ * 0, or -EINVAL with a message in err. */
+int net_parse_hostport(const char *s, char *host, size_t hostlen, uint16_t *port, char *err,
+                       size_t errlen);
+
+/* Resolves "host:port" (numeric or a name, AI_PASSIVE) to the first usable address. */
+int net_resolve(const char *hostport, struct sockaddr_storage *ss, socklen_t *sslen, char *err,
+                size_t errlen);
+
+/* Opens a non-blocking, close-on-exec TCP listening socket on `hostport` with SO_REUSEADDR
+ * (and SO_REUSEPORT when reuseport), overriding the port with `port_override` when it is
+ * not 0 (used so that every thread binds the port the first one got for ":0").
+ * Returns the fd, or a negative errno with a message in err. */
+int net_listen(const char *hostport, uint16_t port_override, int backlog, bool reuseport, char *err,
+               size_t errlen);
+
+/* The local port of a bound socket, or a negative errno. */
+int net_local_port(int fd);
+
+int net_set_nonblock(int fd);
+int net_set_nodelay(int fd);
+
+/* Accepts connections on a listening socket owned by the acceptor. on_accept gets each new
+ * fd (non-blocking, close-on-exec, TCP_NODELAY set); it owns it. On EMFILE/ENFILE/ENOBUFS/
+ * ENOMEM the acceptor logs (at most once a second) and pauses accepting for a moment. */
+struct net_acceptor;
+typedef void (*net_accept_fn)(void *ud, int fd);
+
+struct net_acceptor {
+    struct ev_loop *loop;
+    int fd;
+    ev_io io;
+    ev_timer backoff;
+    net_accept_fn on_accept;
+    void *ud;
+    const char *what; /* for logs: "spoa", "engine" */
+    ev_tstamp last_log;
+    unsigned max_per_event;
+};
+
+/* Takes ownership of listen_fd. */
+void net_acceptor_init(struct net_acceptor *a, struct ev_loop *loop, int listen_fd,
+                       const char *what, net_accept_fn on_accept, void *ud);
+void net_acceptor_start(struct net_acceptor *a);
+/* Stops accepting and closes the listening socket (idempotent). */
+void net_acceptor_close(struct net_acceptor *a);
+
+#endif

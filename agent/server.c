@@ -1,0 +1,835 @@
+#include "server.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "buf.h"
+#include "classify.h"
+#include "log.h"
+#include "lr_defaults.h"
+#include "net.h"
+#include "settings.h"
+#include "spop.h"
+#include "stats.h"
+
+#define SC_READ_CHUNK          (64u * 1024u)
+#define SC_MAX_READS_PER_EVENT 4 /* then yield to the other connections of the loop */
+#define LISTEN_BACKLOG         1024
+#define PROV_CACHE             8
+
+struct server_thread;
+
+/* SPOP connection states, changed only through sc_set_state(). */
+enum sc_state {
+    SC_READING = 0, /* normal operation */
+    SC_FLUSH_CLOSE, /* our last frame is queued: write it, then linger */
+    SC_LINGER,      /* write side shut: discard input until EOF or timeout */
+    SC_CLOSED,      /* on the reap list */
+};
+
+struct spop_client {
+    struct server_thread *t;
+    struct spop_client *prev, *next;
+    uint64_t id;
+    int fd;
+    ev_io rio, wio;
+    ev_timer timer; /* linger only */
+    enum sc_state state;
+    struct spop_conn proto;
+    struct lr_buf in, out;
+    size_t out_off;
+    size_t in_limit; /* max_frame + 4 + one read */
+    uint64_t seen_frames, seen_notify, seen_acks;
+};
+
+struct server_thread {
+    struct server *srv;
+    unsigned idx;
+    struct ev_loop *loop;
+    pthread_t tid;
+    bool running;
+    struct net_acceptor spoa_acc, engine_acc;
+    struct engine_http *engine;
+    struct agent_settings *settings; /* this thread's own reference */
+    unsigned settings_gen;
+    ev_async wake;
+    ev_timer deadline;
+    ev_prepare prep;
+    struct spop_client *clients, *reap;
+    size_t n_clients;
+    bool draining;
+    /* classify result provider pointer -> stats index, valid for `settings` */
+    const char *prov_ptr[PROV_CACHE];
+    unsigned prov_idx[PROV_CACHE];
+    unsigned n_prov;
+};
+
+struct server {
+    struct server_options opt;
+    char *settings_path;
+    unsigned nthreads;
+    struct server_thread *threads;
+    pthread_mutex_t lock; /* guards `current` (cold path only) */
+    struct agent_settings *current;
+    atomic_uint gen;
+    atomic_bool stop_requested;
+    atomic_bool reload_requested;
+    atomic_uint reloads_ok, reloads_failed;
+    _Atomic uint64_t next_conn_id;
+    bool default_loop;
+    ev_signal sighup, sigterm, sigint;
+    int spoa_port, engine_port;
+};
+
+void server_options_default(struct server_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->drain_timeout = 5.0;
+    o->spop_linger = 1.0;
+    engine_http_config_default(&o->engine);
+}
+
+void server_apply_log_level(const struct agent_settings *s)
+{
+    const char *env = getenv("LUNAROUTE_LOG_LEVEL");
+    enum lr_log_level l;
+    if (env && *env) {
+        if (lr_log_level_from_str(env, &l) == 0) {
+            lr_log_set_level(l);
+            return;
+        }
+        lr_warn("LUNAROUTE_LOG_LEVEL: unknown level '%s' ignored", env);
+    }
+    if (s && s->log_level && lr_log_level_from_str(s->log_level, &l) == 0)
+        lr_log_set_level(l);
+}
+
+/* ---- SPOP connections ---- */
+
+static void sc_flush(struct spop_client *c);
+
+static void sc_set_state(struct spop_client *c, enum sc_state st)
+{
+    c->state = st;
+}
+
+static void sc_close(struct spop_client *c)
+{
+    struct server_thread *t = c->t;
+    if (c->state == SC_CLOSED)
+        return;
+    ev_io_stop(t->loop, &c->rio);
+    ev_io_stop(t->loop, &c->wio);
+    ev_timer_stop(t->loop, &c->timer);
+    close(c->fd);
+    c->fd = -1;
+    sc_set_state(c, SC_CLOSED);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        t->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = NULL;
+    c->next = t->reap; /* freed from the prepare watcher, never under its own callback */
+    t->reap = c;
+    t->n_clients--;
+    stats_dec(STATS_SPOP_CONN_OPEN);
+}
+
+static void sc_free(struct spop_client *c)
+{
+    lr_buf_free(&c->in);
+    lr_buf_free(&c->out);
+    free(c);
+}
+
+static unsigned provider_stats_index(struct server_thread *t, const char *name)
+{
+    for (unsigned i = 0; i < t->n_prov; i++)
+        if (t->prov_ptr[i] == name)
+            return t->prov_idx[i];
+    unsigned idx = stats_provider_index(name);
+    if (t->n_prov < PROV_CACHE) {
+        t->prov_ptr[t->n_prov] = name;
+        t->prov_idx[t->n_prov++] = idx;
+    }
+    return idx;
+}
+
+static bool arg_is(const struct spop_kv *kv, const char *name, size_t len)
+{
+    return kv->name_len == len && memcmp(kv->name, name, len) == 0;
+}
+
+static unsigned arg_uint(const struct spop_data *d)
+{
+    switch (d->type) {
+    case SPOP_DATA_INT32:
+    case SPOP_DATA_INT64:
+        return d->u.i <= 0 ? 0 : d->u.i > 0xffffffffll ? 0xffffffffu : (unsigned)d->u.i;
+    case SPOP_DATA_UINT32:
+    case SPOP_DATA_UINT64:
+        return d->u.u > 0xffffffffull ? 0xffffffffu : (unsigned)d->u.u;
+    case SPOP_DATA_BOOL:
+        return d->u.b ? 1 : 0;
+    default:
+        return 0;
+    }
+}
+
+static void arg_str(const struct spop_data *d, const char **p, size_t *len)
+{
+    if (d->type == SPOP_DATA_STR || d->type == SPOP_DATA_BIN) {
+        *p = d->u.str.ptr;
+        *len = d->u.str.len;
+    } else {
+        *p = NULL;
+        *len = 0;
+    }
+}
+
+#define LIT_LEN(s) (sizeof(s) - 1)
+
+static void put_action(struct spop_actions *out, const char *name, size_t name_len,
+                       const char *value)
+{
+    struct spop_action *a = &out->a[out->n++];
+    a->scope = SPOP_SCOPE_TXN;
+    a->name = name;
+    a->name_len = name_len;
+    a->value = value ? value : "";
+    a->value_len = value ? strlen(value) : 0;
+}
+
+/* The lunaroute-classify handler: arguments -> classify() -> three txn set-vars. */
+static int sc_on_notify(void *ud, const struct spop_message *msg, struct spop_actions *out)
+{
+    struct spop_client *c = ud;
+    struct server_thread *t = c->t;
+    if (msg->name_len != LIT_LEN(LR_SPOE_MESSAGE) ||
+        memcmp(msg->name, LR_SPOE_MESSAGE, LIT_LEN(LR_SPOE_MESSAGE)) != 0)
+        return -1;
+    if (out->n + 3 > SPOP_MAX_ACTIONS)
+        return -1;
+    struct classify_input in;
+    memset(&in, 0, sizeof(in));
+    for (size_t i = 0; i < msg->nargs; i++) {
+        const struct spop_kv *kv = &msg->args[i];
+        if (arg_is(kv, LR_ARG_PATH, LIT_LEN(LR_ARG_PATH)))
+            arg_str(&kv->val, &in.path, &in.path_len);
+        else if (arg_is(kv, LR_ARG_METHOD, LIT_LEN(LR_ARG_METHOD)))
+            arg_str(&kv->val, &in.method, &in.method_len);
+        else if (arg_is(kv, LR_ARG_ANTHROPIC_VERSION, LIT_LEN(LR_ARG_ANTHROPIC_VERSION)))
+            in.anthropic_version_count = arg_uint(&kv->val);
+        else if (arg_is(kv, LR_ARG_X_API_KEY, LIT_LEN(LR_ARG_X_API_KEY)))
+            in.x_api_key_count = arg_uint(&kv->val);
+        else if (arg_is(kv, LR_ARG_AUTH_SCHEME, LIT_LEN(LR_ARG_AUTH_SCHEME)))
+            arg_str(&kv->val, &in.auth_scheme, &in.auth_scheme_len);
+    }
+    struct classify_result res;
+    classify(t->settings, &in, &res);
+    put_action(out, LR_VAR_ROUTE, LIT_LEN(LR_VAR_ROUTE), classify_route_to_str(res.route));
+    put_action(out, LR_VAR_BACKEND, LIT_LEN(LR_VAR_BACKEND), res.backend);
+    put_action(out, LR_VAR_PROVIDER, LIT_LEN(LR_VAR_PROVIDER), res.provider);
+    stats_classification(res.route, provider_stats_index(t, res.provider ? res.provider : ""));
+    return 0;
+}
+
+static void sc_count(struct spop_client *c)
+{
+    if (c->proto.frames_in != c->seen_frames) {
+        stats_add(STATS_SPOP_FRAMES_IN, (int64_t)(c->proto.frames_in - c->seen_frames));
+        c->seen_frames = c->proto.frames_in;
+    }
+    if (c->proto.notify_in != c->seen_notify) {
+        stats_add(STATS_SPOP_NOTIFY_IN, (int64_t)(c->proto.notify_in - c->seen_notify));
+        c->seen_notify = c->proto.notify_in;
+    }
+    if (c->proto.acks_out != c->seen_acks) {
+        stats_add(STATS_SPOP_ACK_OUT, (int64_t)(c->proto.acks_out - c->seen_acks));
+        c->seen_acks = c->proto.acks_out;
+    }
+}
+
+/* Hands every complete frame in `in` to the protocol core; answers land in `out`. */
+static void sc_process(struct spop_client *c)
+{
+    size_t consumed = 0;
+    enum spop_feed_result r =
+        spop_conn_feed(&c->proto, c->in.data, c->in.len, &consumed, &c->out, sc_on_notify, c);
+    lr_buf_consume(&c->in, consumed);
+    sc_count(c);
+    if (r == SPOP_FEED_CLOSE) {
+        if (c->proto.status != SPOP_ST_NONE) {
+            stats_spop_error(c->proto.status);
+            lr_warn("spop conn %llu: closing: %s%s%s", (unsigned long long)c->id,
+                    spop_status_to_str(c->proto.status),
+                    c->proto.engine_id[0] ? ", engine-id " : "", c->proto.engine_id);
+        } else {
+            lr_debug("spop conn %llu: closing normally", (unsigned long long)c->id);
+        }
+        sc_set_state(c, SC_FLUSH_CLOSE);
+        return;
+    }
+    if (c->in.len + SC_READ_CHUNK > c->in_limit) {
+        /* The core bounds a partial frame by max_frame + 4; this cannot happen. */
+        lr_err("spop conn %llu: %zu bytes pending without a complete frame",
+               (unsigned long long)c->id, c->in.len);
+        stats_spop_error(SPOP_ST_TOO_BIG);
+        (void)spop_conn_disconnect(&c->proto, SPOP_ST_TOO_BIG, "frame too big", &c->out);
+        lr_buf_reset(&c->in);
+        sc_set_state(c, SC_FLUSH_CLOSE);
+    }
+}
+
+/* Reads what the socket has (bounded) and processes it. Does not write. */
+static void sc_read_some(struct spop_client *c)
+{
+    for (int i = 0; i < SC_MAX_READS_PER_EVENT && c->state == SC_READING; i++) {
+        if (!c->in.data && lr_buf_reserve(&c->in, c->in_limit) < 0) {
+            lr_err("spop conn %llu: out of memory", (unsigned long long)c->id);
+            sc_close(c);
+            return;
+        }
+        size_t room = c->in_limit - c->in.len;
+        if (room > SC_READ_CHUNK)
+            room = SC_READ_CHUNK;
+        ssize_t n = read(c->fd, c->in.data + c->in.len, room);
+        if (n > 0) {
+            c->in.len += (size_t)n;
+            sc_process(c);
+            if ((size_t)n < room)
+                return; /* drained the socket */
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n == 0) {
+            if (c->proto.state == SPOP_CS_READY && c->in.len)
+                lr_warn("spop conn %llu: peer closed in the middle of a frame",
+                        (unsigned long long)c->id);
+            else
+                lr_debug("spop conn %llu: peer closed", (unsigned long long)c->id);
+        } else {
+            stats_inc(STATS_SPOP_READ_ERRORS);
+            lr_warn("spop conn %llu: read: %s", (unsigned long long)c->id, strerror(errno));
+        }
+        sc_close(c);
+        return;
+    }
+}
+
+static void sc_linger_discard(struct spop_client *c)
+{
+    char buf[4096];
+    for (int i = 0; i < SC_MAX_READS_PER_EVENT; i++) {
+        ssize_t n = read(c->fd, buf, sizeof(buf));
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        sc_close(c);
+        return;
+    }
+}
+
+static void sc_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct spop_client *c = w->data;
+    if (c->state == SC_LINGER) {
+        sc_linger_discard(c);
+        return;
+    }
+    sc_read_some(c);
+    if (c->state != SC_CLOSED)
+        sc_flush(c); /* everything this event produced, in one write */
+}
+
+static void sc_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    sc_flush(w->data);
+}
+
+static void sc_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    sc_close(w->data);
+}
+
+static void sc_flush(struct spop_client *c)
+{
+    struct ev_loop *loop = c->t->loop;
+    while (c->out_off < c->out.len) {
+        ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+        if (n > 0) {
+            c->out_off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            /* Stop reading until HAProxy takes our answers: bounds the output buffer. */
+            ev_io_stop(loop, &c->rio);
+            ev_io_start(loop, &c->wio);
+            return;
+        }
+        stats_inc(STATS_SPOP_READ_ERRORS);
+        lr_warn("spop conn %llu: write: %s", (unsigned long long)c->id,
+                n < 0 ? strerror(errno) : "no progress");
+        sc_close(c);
+        return;
+    }
+    c->out.len = 0;
+    c->out_off = 0;
+    ev_io_stop(loop, &c->wio);
+    if (c->state == SC_FLUSH_CLOSE) {
+        /* Half-close and wait for the peer's close so our last frame is not lost to a RST. */
+        shutdown(c->fd, SHUT_WR);
+        sc_set_state(c, SC_LINGER);
+        ev_timer_set(&c->timer, c->t->srv->opt.spop_linger, 0.);
+        ev_timer_start(loop, &c->timer);
+    }
+    ev_io_start(loop, &c->rio);
+}
+
+static void spoa_on_accept(void *ud, int fd)
+{
+    struct server_thread *t = ud;
+    struct spop_client *c = calloc(1, sizeof(*c));
+    if (!c) {
+        lr_err("spoa: out of memory accepting a connection");
+        close(fd);
+        return;
+    }
+    c->t = t;
+    c->fd = fd;
+    c->id = atomic_fetch_add_explicit(&t->srv->next_conn_id, 1, memory_order_relaxed);
+    uint32_t maxf =
+        t->settings->max_frame_size ? t->settings->max_frame_size : LR_SPOP_MAX_FRAME_SIZE;
+    spop_conn_init(&c->proto, maxf);
+    c->in_limit = (size_t)maxf + 4 + SC_READ_CHUNK;
+    ev_io_init(&c->rio, sc_read_cb, fd, EV_READ);
+    c->rio.data = c;
+    ev_io_init(&c->wio, sc_write_cb, fd, EV_WRITE);
+    c->wio.data = c;
+    ev_timer_init(&c->timer, sc_timer_cb, 1., 0.);
+    c->timer.data = c;
+    c->next = t->clients;
+    if (t->clients)
+        t->clients->prev = c;
+    t->clients = c;
+    t->n_clients++;
+    stats_inc(STATS_SPOP_CONN_OPEN);
+    stats_inc(STATS_SPOP_CONN_TOTAL);
+    lr_debug("spop conn %llu: accepted on thread %u", (unsigned long long)c->id, t->idx);
+    ev_io_start(t->loop, &c->rio);
+}
+
+static void engine_on_accept(void *ud, int fd)
+{
+    struct server_thread *t = ud;
+    uint64_t id = atomic_fetch_add_explicit(&t->srv->next_conn_id, 1, memory_order_relaxed);
+    engine_http_accept(t->engine, fd, id);
+}
+
+/* ---- per-thread control ---- */
+
+static void thread_sync_settings(struct server_thread *t)
+{
+    struct server *srv = t->srv;
+    unsigned gen = atomic_load(&srv->gen);
+    if (gen == t->settings_gen)
+        return;
+    pthread_mutex_lock(&srv->lock);
+    struct agent_settings *s = agent_settings_ref(srv->current);
+    gen = atomic_load(&srv->gen);
+    pthread_mutex_unlock(&srv->lock);
+    struct agent_settings *old = t->settings;
+    t->settings = s;
+    t->settings_gen = gen;
+    t->n_prov = 0; /* the cache keys point into the old settings */
+    agent_settings_unref(old);
+}
+
+static void thread_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct server_thread *t = w->data;
+    if (t->n_clients || engine_http_conn_count(t->engine))
+        lr_warn("thread %u: drain deadline reached with %zu spop and %zu http connections open",
+                t->idx, t->n_clients, engine_http_conn_count(t->engine));
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void thread_start_drain(struct server_thread *t)
+{
+    if (t->draining)
+        return;
+    t->draining = true;
+    net_acceptor_close(&t->spoa_acc);
+    net_acceptor_close(&t->engine_acc);
+    engine_http_drain(t->engine);
+    struct spop_client *c = t->clients;
+    while (c) {
+        struct spop_client *next = c->next;
+        if (c->state == SC_READING) {
+            /* Answer what HAProxy already sent, then say goodbye. */
+            if (!ev_is_active(&c->wio))
+                sc_read_some(c);
+            if (c->state == SC_READING) {
+                (void)spop_conn_disconnect(&c->proto, SPOP_ST_NONE, "agent shutting down", &c->out);
+                sc_set_state(c, SC_FLUSH_CLOSE);
+            }
+            if (c->state != SC_CLOSED)
+                sc_flush(c);
+        }
+        c = next;
+    }
+    ev_timer_set(&t->deadline, t->srv->opt.drain_timeout, 0.);
+    ev_timer_start(t->loop, &t->deadline);
+}
+
+static void server_do_reload(struct server *srv);
+
+static void thread_wake_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct server_thread *t = w->data;
+    struct server *srv = t->srv;
+    if (t->idx == 0 && atomic_exchange(&srv->reload_requested, false))
+        server_do_reload(srv);
+    thread_sync_settings(t);
+    if (atomic_load(&srv->stop_requested) && !t->draining) {
+        if (t->idx == 0)
+            for (unsigned i = 1; i < srv->nthreads; i++)
+                ev_async_send(srv->threads[i].loop, &srv->threads[i].wake);
+        thread_start_drain(t);
+    }
+}
+
+/* Before each poll: free closed connections; end the loop once drained. */
+static void thread_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)revents;
+    struct server_thread *t = w->data;
+    while (t->reap) {
+        struct spop_client *c = t->reap;
+        t->reap = c->next;
+        sc_free(c);
+    }
+    if (t->draining && t->n_clients == 0 && engine_http_conn_count(t->engine) == 0)
+        ev_break(loop, EVBREAK_ALL);
+}
+
+static void *thread_main(void *arg)
+{
+    struct server_thread *t = arg;
+    stats_thread_bind(t->idx);
+    ev_run(t->loop, 0);
+    return NULL;
+}
+
+/* ---- reload and signals (thread 0) ---- */
+
+static bool str_differs(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") != 0;
+}
+
+static void server_do_reload(struct server *srv)
+{
+    char err[512];
+    const char *path = srv->settings_path;
+    if (!path) {
+        lr_warn("reload: no settings file to re-read");
+        atomic_fetch_add(&srv->reloads_failed, 1);
+        return;
+    }
+    struct agent_settings *ns = agent_settings_load(path, err, sizeof(err));
+    if (!ns) {
+        lr_err("reload failed, keeping the current settings: %s", err);
+        atomic_fetch_add(&srv->reloads_failed, 1);
+        return;
+    }
+    const struct agent_settings *cur = srv->current;
+    if (str_differs(cur->spoa_bind, ns->spoa_bind) ||
+        str_differs(cur->engine_bind, ns->engine_bind) || cur->threads != ns->threads)
+        lr_warn("reload: spoa_bind, engine_bind and threads take effect only on restart");
+    server_apply_log_level(ns);
+    pthread_mutex_lock(&srv->lock);
+    struct agent_settings *old = srv->current;
+    srv->current = ns;
+    atomic_fetch_add(&srv->gen, 1);
+    pthread_mutex_unlock(&srv->lock);
+    agent_settings_unref(old);
+    thread_sync_settings(&srv->threads[0]);
+    for (unsigned i = 1; i < srv->nthreads; i++)
+        ev_async_send(srv->threads[i].loop, &srv->threads[i].wake);
+    atomic_fetch_add(&srv->reloads_ok, 1);
+    lr_info("settings reloaded from %s", path);
+}
+
+static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct server *srv = w->data;
+    if (w->signum == SIGHUP) {
+        lr_info("SIGHUP: reloading settings");
+        server_do_reload(srv);
+        return;
+    }
+    lr_info("%s: draining", w->signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    server_stop(srv);
+}
+
+/* ---- lifecycle ---- */
+
+static int thread_init(struct server *srv, struct server_thread *t, unsigned idx, char *err,
+                       size_t errlen)
+{
+    t->srv = srv;
+    t->idx = idx;
+    t->spoa_acc.fd = t->engine_acc.fd = -1;
+    if (idx == 0 && srv->default_loop)
+        t->loop = ev_default_loop(EVFLAG_AUTO);
+    else
+        t->loop = ev_loop_new(EVFLAG_AUTO);
+    if (!t->loop) {
+        snprintf(err, errlen, "cannot create an event loop");
+        return -1;
+    }
+    const struct agent_settings *s = srv->current;
+    int sfd = net_listen(s->spoa_bind, (uint16_t)srv->spoa_port, LISTEN_BACKLOG, true, err, errlen);
+    if (sfd < 0)
+        return -1;
+    if (!srv->spoa_port)
+        srv->spoa_port = net_local_port(sfd);
+    net_acceptor_init(&t->spoa_acc, t->loop, sfd, "spoa", spoa_on_accept, t);
+    int efd =
+        net_listen(s->engine_bind, (uint16_t)srv->engine_port, LISTEN_BACKLOG, true, err, errlen);
+    if (efd < 0)
+        return -1;
+    if (!srv->engine_port)
+        srv->engine_port = net_local_port(efd);
+    net_acceptor_init(&t->engine_acc, t->loop, efd, "engine", engine_on_accept, t);
+    t->settings = agent_settings_ref(srv->current);
+    t->settings_gen = atomic_load(&srv->gen);
+    t->engine = engine_http_new(t->loop, &srv->opt.engine, &t->settings);
+    if (!t->engine) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    ev_async_init(&t->wake, thread_wake_cb);
+    t->wake.data = t;
+    ev_async_start(t->loop, &t->wake);
+    ev_init(&t->deadline, thread_deadline_cb);
+    t->deadline.data = t;
+    ev_prepare_init(&t->prep, thread_prepare_cb);
+    t->prep.data = t;
+    ev_prepare_start(t->loop, &t->prep);
+    net_acceptor_start(&t->spoa_acc);
+    net_acceptor_start(&t->engine_acc);
+    return 0;
+}
+
+static void thread_destroy(struct server_thread *t)
+{
+    if (!t->loop) {
+        agent_settings_unref(t->settings);
+        return;
+    }
+    net_acceptor_close(&t->spoa_acc);
+    net_acceptor_close(&t->engine_acc);
+    while (t->clients)
+        sc_close(t->clients);
+    while (t->reap) {
+        struct spop_client *c = t->reap;
+        t->reap = c->next;
+        sc_free(c);
+    }
+    engine_http_free(t->engine);
+    t->engine = NULL;
+    ev_async_stop(t->loop, &t->wake);
+    ev_timer_stop(t->loop, &t->deadline);
+    ev_prepare_stop(t->loop, &t->prep);
+    ev_loop_destroy(t->loop);
+    t->loop = NULL;
+    agent_settings_unref(t->settings);
+    t->settings = NULL;
+}
+
+struct server *server_new(struct agent_settings *s, const struct server_options *o, char *err,
+                          size_t errlen)
+{
+    if (!s) {
+        snprintf(err, errlen, "no settings");
+        return NULL;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    struct server *srv = calloc(1, sizeof(*srv));
+    if (!srv) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (o)
+        srv->opt = *o;
+    else
+        server_options_default(&srv->opt);
+    if (srv->opt.drain_timeout <= 0)
+        srv->opt.drain_timeout = 5.0;
+    if (srv->opt.spop_linger <= 0)
+        srv->opt.spop_linger = 1.0;
+    if (!srv->opt.engine.header_timeout)
+        engine_http_config_default(&srv->opt.engine);
+    const char *path = srv->opt.settings_path ? srv->opt.settings_path : s->path;
+    if (path && !(srv->settings_path = strdup(path))) {
+        snprintf(err, errlen, "out of memory");
+        free(srv);
+        return NULL;
+    }
+    srv->opt.settings_path = srv->settings_path;
+    pthread_mutex_init(&srv->lock, NULL);
+    srv->current = agent_settings_ref(s);
+    srv->default_loop = srv->opt.handle_signals;
+    srv->nthreads = s->threads < 1 ? 1 : s->threads > 64 ? 64 : s->threads;
+    srv->threads = calloc(srv->nthreads, sizeof(*srv->threads));
+    if (!srv->threads) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (unsigned i = 0; i < srv->nthreads; i++)
+        if (thread_init(srv, &srv->threads[i], i, err, errlen) < 0)
+            goto fail;
+    if (srv->opt.handle_signals) {
+        struct ev_loop *loop = srv->threads[0].loop;
+        ev_signal_init(&srv->sighup, signal_cb, SIGHUP);
+        ev_signal_init(&srv->sigterm, signal_cb, SIGTERM);
+        ev_signal_init(&srv->sigint, signal_cb, SIGINT);
+        srv->sighup.data = srv->sigterm.data = srv->sigint.data = srv;
+        ev_signal_start(loop, &srv->sighup);
+        ev_signal_start(loop, &srv->sigterm);
+        ev_signal_start(loop, &srv->sigint);
+    }
+    return srv;
+fail:
+    server_free(srv);
+    return NULL;
+}
+
+int server_run(struct server *srv)
+{
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGHUP);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    /* Workers inherit a mask without the control signals: thread 0 gets them. */
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int rc = 0;
+    for (unsigned i = 1; i < srv->nthreads; i++) {
+        struct server_thread *t = &srv->threads[i];
+        int e = pthread_create(&t->tid, NULL, thread_main, t);
+        if (e != 0) {
+            lr_err("cannot start thread %u: %s", i, strerror(e));
+            atomic_store(&srv->stop_requested, true);
+            rc = -1;
+            break;
+        }
+        t->running = true;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    struct server_thread *t0 = &srv->threads[0];
+    stats_thread_bind(0);
+    lr_info("listening: spoa %s (port %d), engine %s (port %d), %u thread%s",
+            srv->current->spoa_bind, srv->spoa_port, srv->current->engine_bind, srv->engine_port,
+            srv->nthreads, srv->nthreads > 1 ? "s" : "");
+    if (atomic_load(&srv->stop_requested))
+        ev_async_send(t0->loop, &t0->wake);
+    ev_run(t0->loop, 0);
+    /* Thread 0 is done; make sure every worker drains too, then join. */
+    atomic_store(&srv->stop_requested, true);
+    for (unsigned i = 1; i < srv->nthreads; i++) {
+        struct server_thread *t = &srv->threads[i];
+        if (!t->running)
+            continue;
+        ev_async_send(t->loop, &t->wake);
+        pthread_join(t->tid, NULL);
+        t->running = false;
+    }
+    stats_thread_bind(STATS_MAX_THREADS);
+    lr_info("stopped");
+    return rc;
+}
+
+void server_stop(struct server *srv)
+{
+    atomic_store(&srv->stop_requested, true);
+    for (unsigned i = 0; i < srv->nthreads; i++)
+        if (srv->threads[i].loop)
+            ev_async_send(srv->threads[i].loop, &srv->threads[i].wake);
+}
+
+void server_reload(struct server *srv)
+{
+    atomic_store(&srv->reload_requested, true);
+    ev_async_send(srv->threads[0].loop, &srv->threads[0].wake);
+}
+
+unsigned server_reloads_ok(const struct server *srv)
+{
+    return atomic_load(&srv->reloads_ok);
+}
+
+unsigned server_reloads_failed(const struct server *srv)
+{
+    return atomic_load(&srv->reloads_failed);
+}
+
+int server_spoa_port(const struct server *srv)
+{
+    return srv->spoa_port;
+}
+
+int server_engine_port(const struct server *srv)
+{
+    return srv->engine_port;
+}
+
+void server_free(struct server *srv)
+{
+    if (!srv)
+        return;
+    if (srv->threads) {
+        if (srv->opt.handle_signals && srv->threads[0].loop) {
+            ev_signal_stop(srv->threads[0].loop, &srv->sighup);
+            ev_signal_stop(srv->threads[0].loop, &srv->sigterm);
+            ev_signal_stop(srv->threads[0].loop, &srv->sigint);
+        }
+        for (unsigned i = 0; i < srv->nthreads; i++)
+            thread_destroy(&srv->threads[i]);
+        free(srv->threads);
+    }
+    agent_settings_unref(srv->current);
+    pthread_mutex_destroy(&srv->lock);
+    free(srv->settings_path);
+    free(srv);
+}
