@@ -1,6 +1,395 @@
+/* lunaroute-control: the command line (DESIGN §7). Thin shell: parses arguments, loads the
+ * configuration, and hands over to the renderers or the supervisor. Exit status: 0 ok,
+ * 1 runtime failure, 2 usage or configuration error. */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
-int main(void)
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "config.h"
+#include "log.h"
+#include "render.h"
+#include "supervise.h"
+
+#define EXIT_OK      0
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE   2
+
+static const char *const prog = "lunaroute-control";
+
+static const char usage_main[] =
+    "usage: lunaroute-control <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  render    --config F --out DIR [--mode standalone|boltin]\n"
+    "                                  write the rendered HAProxy/SPOE/agent files into DIR\n"
+    "  validate  --config F            check a configuration (and run `haproxy -c` on the\n"
+    "                                  rendered result when haproxy is installed)\n"
+    "  up        [--config F] [--run-dir D]\n"
+    "                                  render, start and supervise the agent and HAProxy\n"
+    "\n"
+    "Without --config, the file named by LUNAROUTE_CONFIG is used; with neither, the\n"
+    "built-in defaults. Run `lunaroute-control <command> --help` for details.\n"
+    "\n"
+    "options:\n"
+    "  -h, --help     show this help\n"
+    "      --version  show the version\n"
+    "\n"
+    "exit status: 0 ok, 1 runtime failure, 2 usage or configuration error\n";
+
+static const char usage_render[] =
+    "usage: lunaroute-control render [--config F] --out DIR [--mode standalone|boltin]\n"
+    "\n"
+    "Renders the configuration into DIR (created 0700 if missing):\n"
+    "  standalone (default): haproxy.cfg, spoe-lunaroute.conf, routes.map, agent.json\n"
+    "  boltin: lunaroute-backends.cfg (load it with an extra -f), frontend-snippet.cfg\n"
+    "          (paste into your frontend), spoe-lunaroute.conf, routes.map, agent.json\n"
+    "Rendered files carry environment-variable names only, never key values.\n"
+    "\n"
+    "options:\n"
+    "  -c, --config F   configuration file (default: $LUNAROUTE_CONFIG, else built-in defaults)\n"
+    "  -o, --out DIR    output directory (required)\n"
+    "  -m, --mode M     standalone | boltin (default standalone)\n"
+    "  -h, --help       show this help\n"
+    "      --version    show the version\n";
+
+static const char usage_validate[] =
+    "usage: lunaroute-control validate [--config F]\n"
+    "\n"
+    "Loads and validates the configuration, renders it into a temporary directory and, when\n"
+    "haproxy is installed (or LUNAROUTE_HAPROXY_BIN names it), runs `haproxy -c` on it.\n"
+    "Prints \"configuration is valid\" and exits 0, or prints the errors and exits 2.\n"
+    "\n"
+    "options:\n"
+    "  -c, --config F   configuration file (default: $LUNAROUTE_CONFIG, else built-in defaults)\n"
+    "  -h, --help       show this help\n"
+    "      --version    show the version\n";
+
+static const char usage_up[] =
+    "usage: lunaroute-control up [--config F] [--run-dir D]\n"
+    "\n"
+    "Renders into the run directory, starts lunaroute-agent and HAProxy (master-worker) and\n"
+    "supervises them: the agent is restarted with back-off when it dies; SIGHUP or a change of\n"
+    "the config file reloads; SIGINT/SIGTERM stop both cleanly.\n"
+    "\n"
+    "options:\n"
+    "  -c, --config F    configuration file (default: $LUNAROUTE_CONFIG, else built-in defaults)\n"
+    "  -r, --run-dir D   run directory (default: $LUNAROUTE_RUN_DIR, else run_dir from the\n"
+    "                    configuration, else ./run)\n"
+    "  -h, --help        show this help\n"
+    "      --version     show the version\n"
+    "\n"
+    "environment: LUNAROUTE_AGENT_BIN (default: lunaroute-agent next to this program),\n"
+    "             LUNAROUTE_HAPROXY_BIN (default: haproxy from PATH)\n";
+
+enum { OPT_VERSION = 1000 };
+
+static void print_version(void)
 {
-    puts("lunaroute-control: not built yet");
-    return 1;
+    printf("%s %s\n", prog, LR_VERSION);
+}
+
+/* Parses the options of one command. Returns -1 to continue, else an exit status. */
+struct cmd_opts {
+    const char *config, *out, *mode, *run_dir;
+};
+
+static int parse_opts(const char *cmd, const char *usage, int argc, char **argv, bool want_out,
+                      bool want_mode, bool want_run_dir, struct cmd_opts *o)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"out", required_argument, NULL, 'o'},
+        {"mode", required_argument, NULL, 'm'},
+        {"run-dir", required_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {NULL, 0, NULL, 0},
+    };
+    opterr = 0;
+    optind = 1;
+    int ch;
+    while ((ch = getopt_long(argc, argv, ":c:o:m:r:h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            o->config = optarg;
+            break;
+        case 'o':
+            if (!want_out)
+                goto unknown;
+            o->out = optarg;
+            break;
+        case 'm':
+            if (!want_mode)
+                goto unknown;
+            o->mode = optarg;
+            break;
+        case 'r':
+            if (!want_run_dir)
+                goto unknown;
+            o->run_dir = optarg;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return EXIT_OK;
+        case OPT_VERSION:
+            print_version();
+            return EXIT_OK;
+        case ':':
+            fprintf(stderr, "%s %s: option %s needs a value\n", prog, cmd, argv[optind - 1]);
+            fprintf(stderr, "Try '%s %s --help'.\n", prog, cmd);
+            return EXIT_USAGE;
+        default:
+        unknown:
+            fprintf(stderr, "%s %s: unknown option %s\n", prog, cmd, argv[optind - 1]);
+            fprintf(stderr, "Try '%s %s --help'.\n", prog, cmd);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "%s %s: unexpected argument '%s'\n", prog, cmd, argv[optind]);
+        fprintf(stderr, "Try '%s %s --help'.\n", prog, cmd);
+        return EXIT_USAGE;
+    }
+    return -1;
+}
+
+/* The file to load: --config, else $LUNAROUTE_CONFIG, else NULL (built-in defaults). */
+static const char *config_path(const char *flag)
+{
+    if (flag && *flag)
+        return flag;
+    const char *e = getenv("LUNAROUTE_CONFIG");
+    return e && *e ? e : NULL;
+}
+
+/* Loads the configuration; on errors prints each as "file:line:col: message". */
+static int load_config(const char *path, struct lr_config **out)
+{
+    struct cfg_errors errs = {0};
+    if (config_load(path, cfg_getenv_process, NULL, out, &errs) == 0) {
+        cfg_errors_free(&errs);
+        return EXIT_OK;
+    }
+    for (size_t i = 0; i < errs.n; i++) {
+        char line[2048];
+        cfg_error_format(&errs.v[i], line, sizeof(line));
+        fprintf(stderr, "%s\n", line);
+    }
+    if (errs.n == 0)
+        fprintf(stderr, "%s: %s: configuration could not be loaded\n", prog,
+                path ? path : "built-in defaults");
+    cfg_errors_free(&errs);
+    return EXIT_USAGE;
+}
+
+static int cmd_render(int argc, char **argv)
+{
+    struct cmd_opts o = {0};
+    int rc = parse_opts("render", usage_render, argc, argv, true, true, false, &o);
+    if (rc >= 0)
+        return rc;
+    enum render_mode mode = RENDER_STANDALONE;
+    if (o.mode && render_mode_from_str(o.mode, &mode) < 0) {
+        fprintf(stderr, "%s render: --mode must be standalone or boltin, not '%s'\n", prog, o.mode);
+        return EXIT_USAGE;
+    }
+    if (!o.out || !*o.out) {
+        fprintf(stderr, "%s render: --out DIR is required\nTry '%s render --help'.\n", prog, prog);
+        return EXIT_USAGE;
+    }
+    struct lr_config *c = NULL;
+    rc = load_config(config_path(o.config), &c);
+    if (rc != EXIT_OK)
+        return rc;
+    char err[1024] = "";
+    rc = render_write_all(c, mode, o.out, err, sizeof(err)) < 0 ? EXIT_RUNTIME : EXIT_OK;
+    if (rc != EXIT_OK)
+        fprintf(stderr, "%s render: %s\n", prog, err);
+    else
+        printf("rendered %s configuration into %s\n", render_mode_to_str(mode), o.out);
+    config_free(c);
+    return rc;
+}
+
+static void rm_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+                continue;
+            char p[PATH_MAX];
+            if ((size_t)snprintf(p, sizeof(p), "%s/%s", dir, de->d_name) < sizeof(p))
+                unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+/* Runs `haproxy -c -q -f cfg`, collecting its output. Returns its exit status, 127 when it
+ * could not be started, or -1 on a local failure. */
+static int haproxy_check(const char *bin, const char *cfg, struct lr_buf *output)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        dup2(fds[1], STDERR_FILENO);
+        execl(bin, bin, "-c", "-q", "-f", cfg, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    char buf[4096];
+    for (;;) {
+        ssize_t n = read(fds[0], buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        if (output->len < (1u << 20))
+            lr_buf_append(output, buf, (size_t)n);
+    }
+    close(fds[0]);
+    int st;
+    while (waitpid(pid, &st, 0) < 0) {
+        if (errno != EINTR)
+            return -1;
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+static int cmd_validate(int argc, char **argv)
+{
+    struct cmd_opts o = {0};
+    int rc = parse_opts("validate", usage_validate, argc, argv, false, false, false, &o);
+    if (rc >= 0)
+        return rc;
+    struct lr_config *c = NULL;
+    rc = load_config(config_path(o.config), &c);
+    if (rc != EXIT_OK)
+        return rc;
+
+    const char *tmp = getenv("TMPDIR");
+    char dir[PATH_MAX];
+    if ((size_t)snprintf(dir, sizeof(dir), "%s/lunaroute-validate-XXXXXX",
+                         tmp && *tmp ? tmp : "/tmp") >= sizeof(dir) ||
+        !mkdtemp(dir)) {
+        fprintf(stderr, "%s validate: cannot create a temporary directory: %s\n", prog,
+                strerror(errno));
+        config_free(c);
+        return EXIT_RUNTIME;
+    }
+    char err[1024] = "";
+    if (render_write_all(c, RENDER_STANDALONE, dir, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s validate: %s\n", prog, err);
+        rm_dir(dir);
+        config_free(c);
+        return EXIT_RUNTIME;
+    }
+    config_free(c);
+
+    char bin[PATH_MAX];
+    rc = EXIT_OK;
+    if (supervise_find_program("LUNAROUTE_HAPROXY_BIN", "haproxy", bin, sizeof(bin)) < 0) {
+        const char *o_bin = getenv("LUNAROUTE_HAPROXY_BIN");
+        if (o_bin && *o_bin) {
+            fprintf(stderr, "%s validate: LUNAROUTE_HAPROXY_BIN=%s is not executable\n", prog,
+                    o_bin);
+            rc = EXIT_RUNTIME;
+        } else {
+            fprintf(stderr, "%s validate: haproxy not found on PATH: `haproxy -c` skipped\n", prog);
+        }
+    } else {
+        char cfg[PATH_MAX + 16];
+        snprintf(cfg, sizeof(cfg), "%s/haproxy.cfg", dir);
+        struct lr_buf out = {0};
+        int st = haproxy_check(bin, cfg, &out);
+        if (st != 0) {
+            if (out.len)
+                fprintf(stderr, "%.*s%s", (int)out.len, (const char *)out.data,
+                        out.data[out.len - 1] == '\n' ? "" : "\n");
+            if (st < 0 || st == 127) {
+                fprintf(stderr, "%s validate: could not run %s\n", prog, bin);
+                rc = EXIT_RUNTIME;
+            } else {
+                fprintf(stderr, "%s validate: haproxy rejected the rendered configuration\n", prog);
+                rc = EXIT_USAGE;
+            }
+        }
+        lr_buf_free(&out);
+    }
+    rm_dir(dir);
+    if (rc == EXIT_OK)
+        printf("configuration is valid\n");
+    return rc;
+}
+
+static int cmd_up(int argc, char **argv)
+{
+    struct cmd_opts o = {0};
+    int rc = parse_opts("up", usage_up, argc, argv, false, false, true, &o);
+    if (rc >= 0)
+        return rc;
+    const char *path = config_path(o.config);
+    struct lr_config *c = NULL;
+    rc = load_config(path, &c);
+    if (rc != EXIT_OK)
+        return rc;
+    const char *run_dir = o.run_dir;
+    const char *env_dir = getenv("LUNAROUTE_RUN_DIR");
+    if (!run_dir || !*run_dir)
+        run_dir = env_dir && *env_dir ? env_dir : (c->run_dir && *c->run_dir ? c->run_dir : NULL);
+    /* copy: the supervisor owns (and may replace) the configuration run_dir points into */
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", run_dir ? run_dir : "./run");
+    return supervise_run(c, path, dir);
+}
+
+int main(int argc, char **argv)
+{
+    lr_log_set_ident("control");
+    if (argc < 2) {
+        fputs(usage_main, stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        fputs(usage_main, stdout);
+        return EXIT_OK;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        print_version();
+        return EXIT_OK;
+    }
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } cmds[] = {
+        {"render", cmd_render},
+        {"validate", cmd_validate},
+        {"up", cmd_up},
+    };
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+        if (!strcmp(cmd, cmds[i].name))
+            return cmds[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "%s: unknown command '%s'\nTry '%s --help'.\n", prog, cmd, prog);
+    return EXIT_USAGE;
 }

@@ -1,0 +1,869 @@
+/* Renderers: the config model -> haproxy.cfg, spoe-lunaroute.conf, routes.map, agent.json
+ * (standalone) or lunaroute-backends.cfg + frontend-snippet.cfg (boltin). Pure text
+ * production; render_write_all is the only function doing I/O.
+ *
+ * Secrets: only cfg_provider.api_key_env (a variable NAME) is ever written; api_key is
+ * consulted solely to decide whether credentials are configured. */
+#include "render.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "buf.h"
+#include "config.h"
+#include "lr_defaults.h"
+
+/* ---- small helpers ------------------------------------------------------------------- */
+
+static const char *const mode_names[RENDER_MODE_COUNT] = {
+    [RENDER_STANDALONE] = "standalone",
+    [RENDER_BOLTIN] = "boltin",
+};
+
+const char *render_mode_to_str(unsigned m)
+{
+    return m < RENDER_MODE_COUNT ? mode_names[m] : "?";
+}
+
+int render_mode_from_str(const char *s, enum render_mode *out)
+{
+    for (unsigned i = 0; s && i < RENDER_MODE_COUNT; i++) {
+        if (strcmp(s, mode_names[i]) == 0) {
+            *out = (enum render_mode)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Local copies of the enum names so the renderers do not depend on the loader's object
+ * file (they must match config.c's *_to_str). */
+static const char *ptype_str(enum cfg_provider_type t)
+{
+    return t == CFG_PROVIDER_ANTHROPIC ? "anthropic" : "openai";
+}
+
+static const char *dialect_str(enum cfg_dialect d)
+{
+    switch (d) {
+    case CFG_DIALECT_OPENAI:
+        return "openai";
+    case CFG_DIALECT_ANTHROPIC:
+        return "anthropic";
+    default:
+        return "both";
+    }
+}
+
+static const char *strategy_str(enum cfg_strategy s)
+{
+    switch (s) {
+    case CFG_STRATEGY_ROUND_ROBIN:
+        return "round-robin";
+    case CFG_STRATEGY_WEIGHTED_ROUND_ROBIN:
+        return "weighted-round-robin";
+    case CFG_STRATEGY_LIMITS_ALTERNATIVE:
+        return "limits-alternative";
+    default:
+        return "";
+    }
+}
+
+/* An output buffer with a sticky allocation-failure flag, so the renderers can print
+ * without checking every call. */
+struct out {
+    struct lr_buf b;
+    bool failed;
+};
+
+static void outf(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void outf(struct out *o, const char *fmt, ...)
+{
+    if (o->failed)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    if (lr_buf_vprintf(&o->b, fmt, ap) < 0)
+        o->failed = true;
+    va_end(ap);
+}
+
+static char *out_finish(struct out *o)
+{
+    if (o->failed) {
+        lr_buf_free(&o->b);
+        return NULL;
+    }
+    if (o->b.len == 0 && lr_buf_puts(&o->b, "") < 0)
+        return NULL;
+    return lr_buf_steal_str(&o->b);
+}
+
+/* The config file's name for a "# rendered from" comment: control characters (a newline
+ * would end the comment) are shown as '?'. */
+static void out_source(struct out *o, const struct lr_config *c)
+{
+    if (!c->source_file) {
+        outf(o, "built-in defaults");
+        return;
+    }
+    for (const char *s = c->source_file; *s; s++)
+        outf(o, "%c", (unsigned char)*s < ' ' || *s == 0x7f ? '?' : *s);
+}
+
+static bool has_key(const struct cfg_provider *p)
+{
+    return p->api_key_env && p->api_key_env[0] && p->api_key && p->api_key[0];
+}
+
+static bool is_ip_literal(const char *host)
+{
+    unsigned char tmp[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host, tmp) == 1 || inet_pton(AF_INET6, host, tmp) == 1;
+}
+
+static bool is_ipv6_literal(const char *host)
+{
+    unsigned char tmp[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET6, host, tmp) == 1;
+}
+
+/* "host" or "[v6]" as it must appear before ":port". */
+static void out_host(struct out *o, const char *host)
+{
+    if (is_ipv6_literal(host))
+        outf(o, "[%s]", host);
+    else
+        outf(o, "%s", host);
+}
+
+/* A listener address as a connect address: a wildcard host becomes loopback. */
+static void out_connect_addr(struct out *o, const char *bind)
+{
+    const char *colon = strrchr(bind, ':');
+    if (!colon) {
+        outf(o, "%s", bind);
+        return;
+    }
+    size_t hl = (size_t)(colon - bind);
+    if (hl == 0 || (hl == 1 && bind[0] == '*') || (hl == 7 && !strncmp(bind, "0.0.0.0", 7)))
+        outf(o, "127.0.0.1%s", colon);
+    else if ((hl == 4 && !strncmp(bind, "[::]", 4)) || (hl == 2 && !strncmp(bind, "::", 2)))
+        outf(o, "[::1]%s", colon);
+    else
+        outf(o, "%s", bind);
+}
+
+static const struct cfg_provider *find_enabled(const struct lr_config *c, const char *name)
+{
+    for (size_t i = 0; name && i < c->n_providers; i++)
+        if (c->providers[i].enabled && strcmp(c->providers[i].name, name) == 0)
+            return &c->providers[i];
+    return NULL;
+}
+
+/* Enabled provider of `type`: the one named like the type wins, else the first in config
+ * order; NULL when none (classify.h rule 4, first half). */
+static const struct cfg_provider *pick_of_type(const struct lr_config *c,
+                                               enum cfg_provider_type type)
+{
+    const struct cfg_provider *first = NULL;
+    for (size_t i = 0; i < c->n_providers; i++) {
+        const struct cfg_provider *p = &c->providers[i];
+        if (!p->enabled || p->type != type)
+            continue;
+        if (strcmp(p->name, ptype_str(type)) == 0)
+            return p;
+        if (!first)
+            first = p;
+    }
+    return first;
+}
+
+/* classify.h rule 4 in full: the wanted type, else the first enabled provider, else NULL. */
+static const struct cfg_provider *pick_auto(const struct lr_config *c, enum cfg_provider_type type)
+{
+    const struct cfg_provider *p = pick_of_type(c, type);
+    for (size_t i = 0; !p && i < c->n_providers; i++)
+        if (c->providers[i].enabled)
+            p = &c->providers[i];
+    return p;
+}
+
+/* ---- haproxy.cfg pieces ------------------------------------------------------------ */
+
+static bool any_named_host(const struct lr_config *c)
+{
+    for (size_t i = 0; i < c->n_providers; i++)
+        if (c->providers[i].enabled && !is_ip_literal(c->providers[i].host))
+            return true;
+    return false;
+}
+
+static void out_resolvers(struct out *o, const struct lr_config *c)
+{
+    if (!any_named_host(c))
+        return;
+    /* init-addr last,libc,none + runtime resolution: HAProxy starts even when DNS is
+     * unreachable and picks the address up once it resolves. */
+    outf(o, "resolvers lr_dns\n"
+            "    parse-resolv-conf\n"
+            "    hold valid 60s\n"
+            "\n");
+}
+
+static void out_provider_backend(struct out *o, const struct cfg_provider *p)
+{
+    bool default_port = p->port == (p->tls ? 443u : 80u);
+
+    outf(o, "backend %s%s\n", LR_PROVIDER_BACKEND_PREFIX, p->name);
+    outf(o, "    mode http\n");
+    outf(o, "    http-reuse safe\n");
+    outf(o, "    timeout connect %us\n", p->connect_timeout_secs);
+    outf(o, "    timeout server %us\n", p->timeout_secs);
+    outf(o, "    retries %u\n", p->max_retries);
+    outf(o, "    http-request set-header Host ");
+    out_host(o, p->host);
+    if (!default_port)
+        outf(o, ":%u", p->port);
+    outf(o, "\n");
+    if (p->path_prefix && p->path_prefix[0])
+        outf(o, "    http-request set-path %s%%[path]\n", p->path_prefix);
+    if (has_key(p)) {
+        /* Only the variable's name: HAProxy reads the value from its environment. */
+        if (p->type == CFG_PROVIDER_ANTHROPIC) {
+            outf(o, "    http-request set-header x-api-key \"%%[env(%s)]\"\n", p->api_key_env);
+            outf(o, "    http-request del-header Authorization\n");
+            outf(o, "    http-request set-header anthropic-version 2023-06-01 if !{ "
+                    "req.hdr(anthropic-version) -m found }\n");
+        } else {
+            outf(o, "    http-request set-header Authorization \"Bearer %%[env(%s)]\"\n",
+                 p->api_key_env);
+            outf(o, "    http-request del-header x-api-key\n");
+        }
+    }
+    outf(o, "    server %s ", p->name);
+    out_host(o, p->host);
+    outf(o, ":%u", p->port);
+    if (p->tls) {
+        outf(o, " ssl verify required ca-file @system-ca");
+        if (!is_ip_literal(p->host))
+            outf(o, " sni str(%s)", p->host);
+        outf(o, " alpn http/1.1");
+    }
+    if (!is_ip_literal(p->host))
+        outf(o, " init-addr last,libc,none resolvers lr_dns");
+    outf(o, "\n\n");
+}
+
+/* Everything a boltin fleet loads with an extra -f: the backends and their helpers. */
+static void out_backends(struct out *o, const struct lr_config *c)
+{
+    out_resolvers(o, c);
+
+    outf(o, "# Counts requests the agent did not answer (down, slow, error).\n"
+            "backend lr_spoe_errors\n"
+            "    stick-table type integer size 1 store gpc0\n"
+            "\n");
+
+    outf(o, "backend %s\n", LR_SPOA_BACKEND);
+    outf(o, "    mode tcp\n"
+            "    balance roundrobin\n"
+            "    option spop-check\n"
+            "    timeout connect 1s\n"
+            "    timeout server 30s\n");
+    outf(o, "    server agent ");
+    out_connect_addr(o, c->agent.spoa_bind);
+    outf(o, " check inter 2s rise 1 fall 2\n\n");
+
+    outf(o, "backend %s\n", LR_ENGINE_BACKEND);
+    outf(o, "    mode http\n"
+            "    http-reuse always\n"
+            "    option httpchk GET /healthz\n"
+            "    http-check expect status 200\n");
+    outf(o, "    server engine ");
+    out_connect_addr(o, c->agent.engine_bind);
+    outf(o, " check inter 2s\n\n");
+
+    for (size_t i = 0; i < c->n_providers; i++)
+        if (c->providers[i].enabled)
+            out_provider_backend(o, &c->providers[i]);
+}
+
+/* Sets route/provider/backend for requests the agent did not answer and that match `cond`
+ * (an ACL expression, may be empty). The backend is set last: once it is set,
+ * lr_answered holds and later lines of the chain no longer apply. */
+static void out_static_target(struct out *o, const char *cond, const struct cfg_provider *p)
+{
+    const char *pfx = "    http-request set-var(txn." LR_SPOE_VAR_PREFIX ".";
+    char sep[8] = "";
+    if (cond[0])
+        snprintf(sep, sizeof(sep), " ");
+    if (!p) {
+        outf(o, "%s" LR_VAR_ROUTE ") str(engine) if !lr_answered%s%s\n", pfx, sep, cond);
+        outf(o, "%s" LR_VAR_BACKEND ") str(" LR_ENGINE_BACKEND ") if !lr_answered%s%s\n", pfx, sep,
+             cond);
+        return;
+    }
+    outf(o, "%s" LR_VAR_ROUTE ") str(bypass) if !lr_answered%s%s\n", pfx, sep, cond);
+    outf(o, "%s" LR_VAR_PROVIDER ") str(%s) if !lr_answered%s%s\n", pfx, p->name, sep, cond);
+    outf(o, "%s" LR_VAR_BACKEND ") str(" LR_PROVIDER_BACKEND_PREFIX "%s) if !lr_answered%s%s\n",
+         pfx, p->name, sep, cond);
+}
+
+/* Anthropic namespace or Anthropic headers, for one !lr_answered chain line. */
+#define ANTHROPIC_COND "lr_anthropic_ns || !lr_answered lr_anthropic_hdr"
+
+/* The frontend rules shared by standalone and boltin: SPOE filter, ACLs mirroring the
+ * classifier, the failure counting, the static fallback (or the 503), the whitelist map. */
+static void out_frontend_rules(struct out *o, const struct lr_config *c,
+                               const struct render_paths *p)
+{
+    static const char *const defaults[] = {LR_DEFAULT_INTERCEPT_PATHS};
+
+    outf(o, "    filter spoe engine %s config %s\n", LR_SPOE_ENGINE, p->spoe_conf);
+    outf(o, "\n");
+    /* Referencing every variable the agent sets also registers its name: HAProxy 2.6's
+     * SPOE only sets variables already known from the configuration. */
+    outf(o, "    acl lr_answered var(txn.%s.%s) -m found\n", LR_SPOE_VAR_PREFIX, LR_VAR_BACKEND);
+    outf(o, "    acl lr_route_set var(txn.%s.%s) -m found\n", LR_SPOE_VAR_PREFIX, LR_VAR_ROUTE);
+    outf(o, "    acl lr_provider_set var(txn.%s.%s) -m found\n", LR_SPOE_VAR_PREFIX,
+         LR_VAR_PROVIDER);
+    outf(o, "    acl lr_spoe_error var(txn.%s.error) -m found\n", LR_SPOE_VAR_PREFIX);
+    outf(o, "    acl lr_intercept path");
+    for (size_t i = 0; i < LR_DEFAULT_INTERCEPT_COUNT; i++)
+        outf(o, " %s", defaults[i]);
+    for (size_t i = 0; i < c->n_extra_paths; i++)
+        outf(o, " %s", c->extra_paths[i]);
+    outf(o, "\n");
+    outf(o, "    acl lr_anthropic_ns path_beg /v1/messages/\n");
+    outf(o, "    acl lr_anthropic_hdr req.hdr_cnt(anthropic-version) gt 0\n");
+    outf(o, "    acl lr_anthropic_hdr req.hdr_cnt(x-api-key) gt 0\n");
+    outf(o, "\n");
+    outf(o, "    # The agent did not answer: count it (table lr_spoe_errors, gpc0).\n");
+    outf(o, "    http-request track-sc2 int(1) table lr_spoe_errors if !lr_answered\n");
+    outf(o, "    http-request sc-inc-gpc0(2) if !lr_answered\n");
+
+    if (c->haproxy.failure_mode == CFG_FAILURE_REJECT) {
+        outf(o, "    http-request return status 503 content-type application/json string "
+                "'{\"error\":{\"message\":\"LunaRoute agent unavailable\",\"type\":"
+                "\"service_unavailable\",\"code\":503}}' if !lr_answered\n");
+    } else {
+        outf(o, "    # Static fallback, same rules as the agent's classifier; first match "
+                "wins.\n");
+        out_static_target(o, "lr_intercept", NULL);
+        if (!c->bypass_enabled) {
+            out_static_target(o, "", NULL);
+        } else if (!c->bypass_provider || strcmp(c->bypass_provider, "auto") == 0) {
+            const struct cfg_provider *a = pick_auto(c, CFG_PROVIDER_ANTHROPIC);
+            const struct cfg_provider *oa = pick_auto(c, CFG_PROVIDER_OPENAI);
+            if (a != oa)
+                out_static_target(o, ANTHROPIC_COND, a);
+            out_static_target(o, "", oa);
+        } else {
+            const struct cfg_provider *named = find_enabled(c, c->bypass_provider);
+            if (named && named->type != CFG_PROVIDER_ANTHROPIC) {
+                const struct cfg_provider *a = pick_of_type(c, CFG_PROVIDER_ANTHROPIC);
+                if (a)
+                    out_static_target(o, "lr_anthropic_ns", a);
+            }
+            out_static_target(o, "", named);
+        }
+    }
+    outf(o, "\n");
+    /* Whitelist: an unexpected value can never select lr_spoa or a foreign backend. */
+    outf(o, "    use_backend %%[var(txn.%s.%s),map(%s,%s)]\n", LR_SPOE_VAR_PREFIX, LR_VAR_BACKEND,
+         p->routes_map, LR_ENGINE_BACKEND);
+}
+
+char *render_haproxy_cfg(const struct lr_config *c, const struct render_paths *p)
+{
+    struct out o = {0};
+
+    outf(&o, "# Rendered by lunaroute-control from ");
+    out_source(&o, c);
+    outf(&o, ". Do not edit: re-render instead.\n");
+    outf(&o, "global\n");
+    outf(&o, "    maxconn %u\n", c->haproxy.maxconn);
+    outf(&o, "    stats socket %s/haproxy.sock mode 600 level admin\n", p->run_dir);
+    outf(&o, "    log stderr format short local0 notice\n");
+    outf(&o, "    hard-stop-after 30s\n");
+    outf(&o, "\n");
+    outf(&o, "defaults\n"
+             "    mode http\n"
+             "    log global\n"
+             "    option dontlognull\n"
+             "    timeout connect 10s\n"
+             "    timeout client 600s\n"
+             "    timeout server 600s\n"
+             "    timeout http-request 30s\n"
+             "    timeout http-keep-alive 60s\n"
+             "    timeout queue 10s\n");
+    outf(&o, "\n");
+
+    outf(&o, "frontend lr_front\n");
+    outf(&o, "    bind %s\n", c->haproxy.bind);
+    /* The variables in the log line also make HAProxy 2.6 know their names. */
+    outf(&o,
+         "    log-format \"%%ci:%%cp [%%tr] %%ft %%b/%%s %%TR/%%Tw/%%Tc/%%Tr/%%Ta %%ST %%B "
+         "%%tsc %%ac/%%fc/%%bc/%%sc/%%rc %%sq/%%bq %%HM %%{+Q}HPO"
+         " route=%%[var(txn.%s.%s)] backend=%%[var(txn.%s.%s)]"
+         " provider=%%[var(txn.%s.%s)] spoe_error=%%[var(txn.%s.error)]\"\n",
+         LR_SPOE_VAR_PREFIX, LR_VAR_ROUTE, LR_SPOE_VAR_PREFIX, LR_VAR_BACKEND, LR_SPOE_VAR_PREFIX,
+         LR_VAR_PROVIDER, LR_SPOE_VAR_PREFIX);
+    out_frontend_rules(&o, c, p);
+    outf(&o, "    default_backend %s\n", LR_ENGINE_BACKEND);
+    outf(&o, "\n");
+
+    outf(&o, "frontend lr_stats\n");
+    outf(&o, "    bind %s\n", c->haproxy.stats_bind);
+    outf(&o, "    no log\n"
+             "    http-request use-service prometheus-exporter if { path /metrics }\n"
+             "    stats enable\n"
+             "    stats uri /stats\n"
+             "    stats refresh 10s\n"
+             "\n");
+
+    out_backends(&o, c);
+    return out_finish(&o);
+}
+
+/* Boltin: backends only, loaded by the fleet with an extra -f. */
+static char *render_backends_cfg(const struct lr_config *c)
+{
+    struct out o = {0};
+    outf(&o, "# LunaRoute backends, rendered by lunaroute-control from ");
+    out_source(&o, c);
+    outf(&o, ".\n# Load next to your own configuration: haproxy -f haproxy.cfg -f "
+             "lunaroute-backends.cfg\n\n");
+    out_backends(&o, c);
+    return out_finish(&o);
+}
+
+static char *render_frontend_snippet(const struct lr_config *c, const struct render_paths *p)
+{
+    struct out o = {0};
+    outf(&o,
+         "    # ---- LunaRoute: paste into your HTTP frontend (rendered by lunaroute-control).\n"
+         "    # Put these lines before your own use_backend rules; requests the agent sends\n"
+         "    # to LunaRoute backends are switched here, the rest of your rules keep "
+         "working.\n"
+         "    # Needs lunaroute-backends.cfg loaded with an extra -f.\n");
+    out_frontend_rules(&o, c, p);
+    outf(&o, "    # ---- end of LunaRoute\n");
+    return out_finish(&o);
+}
+
+char *render_spoe_conf(const struct lr_config *c, const struct render_paths *p)
+{
+    (void)c;
+    (void)p;
+    struct out o = {0};
+    outf(&o, "# Rendered by lunaroute-control. Do not edit: re-render instead.\n");
+    outf(&o, "[%s]\n", LR_SPOE_ENGINE);
+    outf(&o, "spoe-agent %s\n", LR_SPOE_AGENT);
+    outf(&o, "    messages %s\n", LR_SPOE_MESSAGE);
+    outf(&o, "    option var-prefix %s\n", LR_SPOE_VAR_PREFIX);
+    outf(&o, "    option set-on-error error\n");
+    outf(&o, "    option pipelining\n");
+    outf(&o, "    timeout hello 500ms\n"
+             "    timeout idle 30s\n"
+             "    timeout processing 200ms\n");
+    outf(&o, "    use-backend %s\n", LR_SPOA_BACKEND);
+    outf(&o, "    log global\n");
+    outf(&o, "\n");
+    /* Never the body and never a credential value: only counts and the auth scheme. */
+    outf(&o, "spoe-message %s\n", LR_SPOE_MESSAGE);
+    outf(&o,
+         "    args %s=method %s=path %s=req.hdr_cnt(anthropic-version) "
+         "%s=req.hdr_cnt(x-api-key) %s=req.hdr(authorization),bytes(0,7),lower\n",
+         LR_ARG_METHOD, LR_ARG_PATH, LR_ARG_ANTHROPIC_VERSION, LR_ARG_X_API_KEY,
+         LR_ARG_AUTH_SCHEME);
+    outf(&o, "    event on-frontend-http-request\n");
+    return out_finish(&o);
+}
+
+char *render_routes_map(const struct lr_config *c)
+{
+    struct out o = {0};
+    outf(&o, "%s %s\n", LR_ENGINE_BACKEND, LR_ENGINE_BACKEND);
+    for (size_t i = 0; i < c->n_providers; i++)
+        if (c->providers[i].enabled)
+            outf(&o, "%s%s %s%s\n", LR_PROVIDER_BACKEND_PREFIX, c->providers[i].name,
+                 LR_PROVIDER_BACKEND_PREFIX, c->providers[i].name);
+    return out_finish(&o);
+}
+
+/* ---- agent.json ---------------------------------------------------------------------- */
+
+/* json_object_set_new that remembers a failure (jansson returns -1 on NULL values too). */
+static void jset(json_t *obj, const char *key, json_t *val, bool *failed)
+{
+    if (json_object_set_new(obj, key, val) < 0)
+        *failed = true;
+}
+
+static void jappend(json_t *arr, json_t *val, bool *failed)
+{
+    if (json_array_append_new(arr, val) < 0)
+        *failed = true;
+}
+
+static json_t *jstr(const char *s)
+{
+    return json_string(s ? s : "");
+}
+
+static json_t *targets_json(const struct cfg_target *t, size_t n, bool *failed)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < n; i++) {
+        json_t *o = json_object();
+        if (o) {
+            jset(o, "provider", jstr(t[i].provider), failed);
+            jset(o, "weight", json_integer(t[i].weight), failed);
+        }
+        jappend(arr, o, failed);
+    }
+    return arr;
+}
+
+static json_t *routing_json(const struct lr_config *c, bool *failed)
+{
+    json_t *routing = json_object();
+    json_t *rules = json_array();
+    for (size_t i = 0; rules && i < c->n_rules; i++) {
+        const struct cfg_rule *r = &c->rules[i];
+        json_t *o = json_object();
+        if (o) {
+            jset(o, "name", jstr(r->name), failed);
+            jset(o, "model_pattern", jstr(r->model_pattern), failed);
+            jset(o, "priority", json_integer(r->priority), failed);
+            jset(o, "strategy", jstr(strategy_str(r->strategy)), failed);
+            jset(o, "primary", r->primary ? json_string(r->primary) : json_null(), failed);
+            json_t *fb = json_array();
+            for (size_t k = 0; fb && k < r->n_fallbacks; k++)
+                jappend(fb, jstr(r->fallbacks[k].provider), failed);
+            jset(o, "fallbacks", fb, failed);
+            jset(o, "targets", targets_json(r->targets, r->n_targets, failed), failed);
+            jset(o, "alternatives", targets_json(r->alternatives, r->n_alternatives, failed),
+                 failed);
+        }
+        jappend(rules, o, failed);
+    }
+    if (!routing) {
+        json_decref(rules);
+        *failed = true;
+        return NULL;
+    }
+    jset(routing, "rules", rules, failed);
+
+    json_t *cb = json_object();
+    if (cb) {
+        jset(cb, "failure_threshold", json_integer(c->circuit_breaker.failure_threshold), failed);
+        jset(cb, "success_threshold", json_integer(c->circuit_breaker.success_threshold), failed);
+        jset(cb, "open_secs", json_integer(c->circuit_breaker.open_secs), failed);
+    }
+    jset(routing, "circuit_breaker", cb, failed);
+
+    json_t *psn = json_object();
+    if (psn) {
+        jset(psn, "enabled", json_boolean(c->provider_switch_notification.enabled), failed);
+        jset(psn, "default_message",
+             c->provider_switch_notification.default_message
+                 ? json_string(c->provider_switch_notification.default_message)
+                 : json_null(),
+             failed);
+    }
+    jset(routing, "provider_switch_notification", psn, failed);
+    return routing;
+}
+
+char *render_agent_json(const struct lr_config *c, const struct render_paths *p)
+{
+    bool failed = false;
+    json_t *root = json_object();
+    if (!root)
+        return NULL;
+
+    char admin[PATH_MAX];
+    if (c->agent.admin_socket && c->agent.admin_socket[0])
+        snprintf(admin, sizeof(admin), "%s", c->agent.admin_socket);
+    else if (p->admin_socket && p->admin_socket[0])
+        snprintf(admin, sizeof(admin), "%s", p->admin_socket);
+    else
+        snprintf(admin, sizeof(admin), "%s/agent.sock", p->run_dir);
+
+    jset(root, "version", json_integer(1), &failed);
+    jset(root, "spoa_bind", jstr(c->agent.spoa_bind), &failed);
+    jset(root, "engine_bind", jstr(c->agent.engine_bind), &failed);
+    jset(root, "admin_socket", json_string(admin), &failed);
+    jset(root, "threads", json_integer(c->agent.threads), &failed);
+    jset(root, "log_level", jstr(c->log_level ? c->log_level : "info"), &failed);
+    jset(root, "api_dialect", json_string(dialect_str(c->dialect)), &failed);
+    jset(root, "engine_backend", json_string(LR_ENGINE_BACKEND), &failed);
+
+    json_t *bypass = json_object();
+    if (bypass) {
+        jset(bypass, "enabled", json_boolean(c->bypass_enabled), &failed);
+        jset(bypass, "provider", jstr(c->bypass_provider ? c->bypass_provider : "auto"), &failed);
+    }
+    jset(root, "bypass", bypass, &failed);
+
+    json_t *intercept = json_object();
+    json_t *extra = json_array();
+    for (size_t i = 0; extra && i < c->n_extra_paths; i++)
+        jappend(extra, jstr(c->extra_paths[i]), &failed);
+    if (intercept)
+        jset(intercept, "extra_paths", extra, &failed);
+    else
+        json_decref(extra);
+    jset(root, "intercept", intercept, &failed);
+
+    json_t *providers = json_array();
+    for (size_t i = 0; providers && i < c->n_providers; i++) {
+        const struct cfg_provider *pr = &c->providers[i];
+        json_t *o = json_object();
+        if (o) {
+            char backend[256];
+            snprintf(backend, sizeof(backend), "%s%s", LR_PROVIDER_BACKEND_PREFIX, pr->name);
+            jset(o, "name", jstr(pr->name), &failed);
+            jset(o, "type", json_string(ptype_str(pr->type)), &failed);
+            jset(o, "enabled", json_boolean(pr->enabled), &failed);
+            jset(o, "base_url", jstr(pr->base_url), &failed);
+            jset(o, "backend", json_string(backend), &failed);
+            /* The variable's NAME only; never pr->api_key. */
+            jset(o, "api_key_env", has_key(pr) ? json_string(pr->api_key_env) : json_null(),
+                 &failed);
+            jset(o, "timeout_secs", json_integer(pr->timeout_secs), &failed);
+            jset(o, "connect_timeout_secs", json_integer(pr->connect_timeout_secs), &failed);
+            jset(o, "max_retries", json_integer(pr->max_retries), &failed);
+        }
+        jappend(providers, o, &failed);
+    }
+    jset(root, "providers", providers, &failed);
+
+    jset(root, "routing", routing_json(c, &failed), &failed);
+
+    json_t *hs = json_object();
+    if (hs) {
+        jset(hs, "max_request_body_bytes",
+             json_integer((json_int_t)c->http_server.max_request_body_bytes), &failed);
+        jset(hs, "sse_keepalive_interval_secs",
+             json_integer(c->http_server.sse_keepalive_interval_secs), &failed);
+    }
+    jset(root, "http_server", hs, &failed);
+
+    char *text = NULL;
+    if (!failed)
+        text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    if (!text)
+        return NULL;
+    /* json_dumps memory belongs to jansson's allocator (malloc by default); hand back a
+     * malloc'd copy with a trailing newline. */
+    size_t n = strlen(text);
+    char *res = malloc(n + 2);
+    if (res) {
+        memcpy(res, text, n);
+        res[n] = '\n';
+        res[n + 1] = 0;
+    }
+    free(text);
+    return res;
+}
+
+/* ---- writing ------------------------------------------------------------------------- */
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* mkdir -p; the last component gets `mode`, intermediate ones 0755 (like mkdir -p). */
+static int mkdir_p(const char *path, mode_t mode)
+{
+    char tmp[PATH_MAX];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof(tmp))
+        return -ENAMETOOLONG;
+    memcpy(tmp, path, n + 1);
+    while (n > 1 && tmp[n - 1] == '/')
+        tmp[--n] = 0;
+    for (char *s = tmp + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = 0;
+        if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+            return -errno;
+        *s = '/';
+    }
+    if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+        return -errno;
+    struct stat st;
+    if (stat(tmp, &st) < 0)
+        return -errno;
+    if (!S_ISDIR(st.st_mode))
+        return -ENOTDIR;
+    return 0;
+}
+
+static int path_join(char *buf, size_t len, const char *dir, const char *name)
+{
+    int n = snprintf(buf, len, "%s/%s", dir, name);
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+/* Characters that would break the HAProxy configuration lines the directory appears in
+ * (map(<file>,<default>), "filter ... config <file>", "stats socket <file>"). */
+static bool path_is_cfg_safe(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s <= ' ' || strchr("#\"'\\,()%$", *s))
+            return false;
+    return true;
+}
+
+static int write_file_atomic(const char *dir, const char *name, const char *text, mode_t mode,
+                             char *err, size_t errlen)
+{
+    char path[PATH_MAX], tmp[PATH_MAX];
+    if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path) ||
+        snprintf(tmp, sizeof(tmp), "%s/.%s.tmp.%ld", dir, name, (long)getpid()) >=
+            (int)sizeof(tmp)) {
+        set_err(err, errlen, "%s/%s: path too long", dir, name);
+        return -1;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0) {
+        set_err(err, errlen, "%s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    size_t len = strlen(text), off = 0;
+    int rc = 0;
+    while (off < len) {
+        ssize_t w = write(fd, text + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0) {
+            rc = -errno;
+            break;
+        }
+        off += (size_t)w;
+    }
+    if (rc == 0 && fchmod(fd, mode) < 0) /* umask or a leftover temp file */
+        rc = -errno;
+    if (rc == 0 && fsync(fd) < 0)
+        rc = -errno;
+    if (close(fd) < 0 && rc == 0)
+        rc = -errno;
+    if (rc == 0 && rename(tmp, path) < 0)
+        rc = -errno;
+    if (rc < 0) {
+        set_err(err, errlen, "%s: %s", path, strerror(-rc));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+struct rfile {
+    const char *name;
+    char *text;
+    mode_t mode;
+};
+
+int render_write_all(const struct lr_config *c, enum render_mode mode, const char *out_dir,
+                     char *err, size_t errlen)
+{
+    if ((unsigned)mode >= RENDER_MODE_COUNT) {
+        set_err(err, errlen, "unknown render mode");
+        return -1;
+    }
+    int rc = mkdir_p(out_dir, 0700);
+    if (rc < 0) {
+        set_err(err, errlen, "%s: %s", out_dir, strerror(-rc));
+        return -1;
+    }
+    char dir[PATH_MAX];
+    if (!realpath(out_dir, dir)) {
+        set_err(err, errlen, "%s: %s", out_dir, strerror(errno));
+        return -1;
+    }
+    if (!path_is_cfg_safe(dir)) {
+        set_err(err, errlen,
+                "%s: directory path contains characters HAProxy configuration cannot carry "
+                "(space, quote, comma, parenthesis, '#', '%%', '$' or '\\')",
+                dir);
+        return -1;
+    }
+    char spoe[PATH_MAX], map[PATH_MAX], msock[PATH_MAX], admin[PATH_MAX];
+    if (path_join(spoe, sizeof(spoe), dir, "spoe-lunaroute.conf") < 0 ||
+        path_join(map, sizeof(map), dir, "routes.map") < 0 ||
+        path_join(msock, sizeof(msock), dir, "haproxy-master.sock") < 0 ||
+        path_join(admin, sizeof(admin), dir, "agent.sock") < 0) {
+        set_err(err, errlen, "%s: path too long", dir);
+        return -1;
+    }
+    struct render_paths p = {
+        .run_dir = dir,
+        .spoe_conf = spoe,
+        .routes_map = map,
+        .master_sock = msock,
+        .admin_socket = admin,
+    };
+
+    struct rfile files[5] = {{0}};
+    size_t n = 0;
+    if (mode == RENDER_STANDALONE) {
+        files[n++] = (struct rfile){"haproxy.cfg", render_haproxy_cfg(c, &p), 0644};
+    } else {
+        files[n++] = (struct rfile){"lunaroute-backends.cfg", render_backends_cfg(c), 0644};
+        files[n++] = (struct rfile){"frontend-snippet.cfg", render_frontend_snippet(c, &p), 0644};
+    }
+    files[n++] = (struct rfile){"spoe-lunaroute.conf", render_spoe_conf(c, &p), 0644};
+    files[n++] = (struct rfile){"routes.map", render_routes_map(c), 0644};
+    files[n++] = (struct rfile){"agent.json", render_agent_json(c, &p), 0600};
+
+    int ret = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!files[i].text) {
+            set_err(err, errlen, "%s: out of memory while rendering", files[i].name);
+            ret = -1;
+            break;
+        }
+    }
+    /* The referenced files first, the main configuration last, so a reader that follows
+     * the references never sees a half-rendered set. */
+    for (size_t i = n; ret == 0 && i-- > 0;)
+        if (write_file_atomic(dir, files[i].name, files[i].text, files[i].mode, err, errlen) < 0)
+            ret = -1;
+    if (ret == 0) {
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        free(files[i].text);
+    return ret;
+}
