@@ -1,0 +1,1291 @@
+"""Integration-test harness for LunaRoute for HAProxy (Python 3 standard library only).
+
+What it gives a test:
+  * free_port()                     a loopback port that was free a moment ago
+  * MockProvider                    an HTTP/1.1 provider stand-in that records every request
+  * Stack                           a YAML config in a fresh run dir, started either through
+                                    `lunaroute-control up` or "manually" (render, then the agent
+                                    and HAProxy started here, so a test can SIGKILL the agent
+                                    without a supervisor bringing it back)
+  * http() / stream()               raw-enough HTTP client helpers (http.client)
+  * LRTestCase                      unittest base: skips without haproxy, stops every process
+                                    and checks the agent's exit status and sanitizer output,
+                                    keeps the run dir of a failed test (or with LRTEST_KEEP=1)
+  * main()                          `python3 test_x.py --bin-dir build/bin [unittest args]`
+
+Environment knobs: LRTEST_BIN_DIR, LRTEST_KEEP=1, LRTEST_HAPROXY, LRTEST_READY_TIMEOUT,
+LRTEST_VERBOSE=1 (see README.md).
+"""
+
+import atexit
+import ctypes
+import http.client as _httpclient
+import http.server as _httpserver
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+BIN_DIR = os.environ.get("LRTEST_BIN_DIR", os.path.join(os.getcwd(), "build", "bin"))
+HAPROXY = os.environ.get("LRTEST_HAPROXY") or shutil.which("haproxy") or (
+    "/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
+KEEP = os.environ.get("LRTEST_KEEP", "") not in ("", "0", "false", "no")
+VERBOSE = os.environ.get("LRTEST_VERBOSE", "") not in ("", "0", "false", "no")
+READY_TIMEOUT = float(os.environ.get("LRTEST_READY_TIMEOUT", "20"))
+STOP_TIMEOUT = 5.0
+
+SANITIZER_PATTERNS = ("ERROR: AddressSanitizer", "LeakSanitizer", "runtime error:")
+ADDR_IN_USE_PATTERNS = ("address already in use", "cannot bind", "eaddrinuse",
+                        "address in use")
+
+# Variables that would change what the stack does if inherited from the developer's shell:
+# the children get them only when a test sets them explicitly.
+_SCRUBBED_ENV_PREFIXES = ("LUNAROUTE_",)
+_SCRUBBED_ENV = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GROQ_API_KEY"}
+
+
+def log(msg):
+    sys.stderr.write("[lrtest] %s\n" % msg)
+    sys.stderr.flush()
+
+
+def bin_path(name):
+    return os.path.join(BIN_DIR, name)
+
+
+def require_haproxy():
+    if not HAPROXY or not os.access(HAPROXY, os.X_OK):
+        raise unittest.SkipTest("haproxy is not installed (set LRTEST_HAPROXY to its path)")
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free when we looked (the caller retries on EADDRINUSE)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def port_accepts(port, host="127.0.0.1", timeout=0.5):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(pred, timeout, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+def child_env(extra=None):
+    env = {k: v for k, v in os.environ.items()
+           if k not in _SCRUBBED_ENV and not k.startswith(_SCRUBBED_ENV_PREFIXES)}
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
+    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+    for k, v in (extra or {}).items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# Child processes: own session, SIGTERM when the test process dies (PR_SET_PDEATHSIG).
+
+try:
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _prctl = _libc.prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+_PR_SET_PDEATHSIG = 1
+
+
+def _preexec_pdeathsig():
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+
+
+class Proc:
+    """A process we started, with its output in files of the run dir."""
+
+    def __init__(self, name, argv, run_dir, env, cwd=None):
+        self.name = name
+        self.argv = argv
+        self.stdout_path = os.path.join(run_dir, name + ".stdout")
+        self.stderr_path = os.path.join(run_dir, name + ".stderr")
+        self.killed_by_test = False
+        self.returncode = None
+        out = open(self.stdout_path, "ab")
+        err = open(self.stderr_path, "ab")
+        try:
+            self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                          env=env, cwd=cwd or run_dir, start_new_session=True,
+                                          preexec_fn=_preexec_pdeathsig)
+        finally:
+            out.close()
+            err.close()
+        self.pid = self.popen.pid
+        _LIVE_PROCS.add(self)
+
+    def poll(self):
+        rc = self.popen.poll()
+        if rc is not None:
+            self.returncode = rc
+            _LIVE_PROCS.discard(self)
+        return rc
+
+    def alive(self):
+        return self.poll() is None
+
+    def send_signal(self, sig, group=False):
+        if self.poll() is not None:
+            return
+        try:
+            if group:
+                os.killpg(self.pid, sig)
+            else:
+                os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def wait(self, timeout):
+        try:
+            self.returncode = self.popen.wait(timeout=timeout)
+            _LIVE_PROCS.discard(self)
+            return self.returncode
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill9(self):
+        """SIGKILL on purpose (a test's doing): not a failure at teardown."""
+        self.killed_by_test = True
+        self.send_signal(signal.SIGKILL)
+        self.wait(5)
+
+    def stop(self, sig=signal.SIGTERM, timeout=STOP_TIMEOUT):
+        """SIGTERM, wait, then SIGKILL the whole group. Returns (rc, was_force_killed)."""
+        if self.poll() is not None:
+            self._kill_group_leftovers()
+            return self.returncode, False
+        self.send_signal(sig)
+        rc = self.wait(timeout)
+        forced = False
+        if rc is None:
+            forced = True
+            self.send_signal(signal.SIGKILL, group=True)
+            rc = self.wait(5)
+        self._kill_group_leftovers()
+        return rc, forced
+
+    def _kill_group_leftovers(self):
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def stderr_text(self):
+        return read_text(self.stderr_path)
+
+    def stdout_text(self):
+        return read_text(self.stdout_path)
+
+
+_LIVE_PROCS = set()
+
+
+def read_text(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def tail(text, n=40):
+    lines = text.splitlines()
+    return "\n".join(lines[-n:])
+
+
+def pid_alive(pid):
+    """True if pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read()
+    except OSError:
+        return False
+    state = st[st.rfind(")") + 2:].split()[0] if ")" in st else "?"
+    return state not in ("Z", "X")
+
+
+def pids_mentioning(text):
+    """Live processes whose command line contains `text` (e.g. a run dir)."""
+    out = []
+    me = os.getpid()
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == me:
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if text in cmd and pid_alive(int(d)):
+            out.append((int(d), cmd.strip()))
+    return out
+
+
+def read_pidfile(path):
+    try:
+        with open(path) as f:
+            return [int(x) for x in f.read().split() if x.strip().isdigit()]
+    except OSError:
+        return []
+
+
+def sanitizer_findings(text):
+    return [line for line in text.splitlines() if any(p in line for p in SANITIZER_PATTERNS)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Minimal YAML emitter (block style) for the configs the tests write.
+
+_YAML_PLAIN = re.compile(r"^[A-Za-z0-9_./:${}@+-][A-Za-z0-9_./:${}@+ -]*$")
+_YAML_RESERVED = re.compile(r"^(true|false|yes|no|on|off|null|~|y|n|[-+]?[0-9][0-9._]*(e[0-9]+)?)$",
+                            re.I)
+
+
+class Raw(str):
+    """A scalar emitted verbatim (e.g. `maybe`, or a deliberately malformed value)."""
+
+
+def _yaml_scalar(v):
+    if isinstance(v, Raw):
+        return str(v)
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    s = str(v)
+    if s and _YAML_PLAIN.match(s) and not _YAML_RESERVED.match(s) and not s.endswith(" ") \
+            and ": " not in s and " #" not in s:
+        return s
+    return json.dumps(s)
+
+
+def to_yaml(obj, indent=0):
+    pad = "  " * indent
+    lines = []
+    if isinstance(obj, dict):
+        if not obj:
+            return pad + "{}\n"
+        for k, v in obj.items():
+            if isinstance(v, dict) and v:
+                lines.append("%s%s:\n%s" % (pad, k, to_yaml(v, indent + 1)))
+            elif isinstance(v, list) and v:
+                lines.append("%s%s:\n%s" % (pad, k, to_yaml(v, indent + 1)))
+            elif isinstance(v, (dict, list)):
+                lines.append("%s%s: %s\n" % (pad, k, "{}" if isinstance(v, dict) else "[]"))
+            else:
+                lines.append("%s%s: %s\n" % (pad, k, _yaml_scalar(v)))
+        return "".join(lines)
+    if isinstance(obj, list):
+        for v in obj:
+            if isinstance(v, (dict, list)) and v:
+                inner = to_yaml(v, indent + 1)
+                lines.append("%s- %s" % (pad, inner.lstrip()))
+            else:
+                lines.append("%s- %s\n" % (pad, _yaml_scalar(v)))
+        return "".join(lines)
+    return pad + _yaml_scalar(obj) + "\n"
+
+
+def deep_merge(base, over):
+    """Recursively merges `over` into a copy of `base`; a None value in `over` deletes a key."""
+    out = dict(base)
+    for k, v in over.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Mock provider.
+
+class MockRequest:
+    def __init__(self, method, target, version, headers, body, chunked, peer):
+        self.method = method
+        self.target = target  # raw request target: path + "?" + query
+        self.path, _, self.query = target.partition("?")
+        self.version = version
+        self.headers = headers  # [(name, value)] in arrival order, original case
+        self.body = body
+        self.chunked = chunked  # request body came with transfer-encoding: chunked
+        self.peer = peer
+        self.time = time.monotonic()
+
+    def header(self, name, default=None):
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return default
+
+    def header_all(self, name):
+        name = name.lower()
+        return [v for k, v in self.headers if k.lower() == name]
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return "<MockRequest %s %s %d bytes>" % (self.method, self.target, len(self.body))
+
+
+class MockResponse:
+    """A canned response. headers: list of (name, value). chunked: send the body in one
+    chunk with transfer-encoding: chunked instead of content-length."""
+
+    def __init__(self, status=200, body=b"", headers=None, reason=None, chunked=False):
+        self.status = status
+        self.reason = reason
+        self.body = body.encode() if isinstance(body, str) else body
+        self.headers = list(headers or [])
+        self.chunked = chunked
+
+    @classmethod
+    def json(cls, obj, status=200, headers=None):
+        return cls(status, json.dumps(obj).encode(),
+                   [("Content-Type", "application/json")] + list(headers or []))
+
+
+class MockStream:
+    """A chunked response: each element of `chunks` is written and flushed as one chunk, with
+    `delay` seconds between chunks. `sent_at` records when each chunk left (monotonic)."""
+
+    def __init__(self, chunks, delay=0.3, status=200, headers=None):
+        self.chunks = [c.encode() if isinstance(c, str) else c for c in chunks]
+        self.delay = delay
+        self.status = status
+        self.headers = list(headers or [("Content-Type", "text/event-stream"),
+                                        ("Cache-Control", "no-cache")])
+        self.sent_at = []
+
+
+class _MockHandler(_httpserver.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "lrtest-mock/1"
+    timeout = 60
+
+    def log_message(self, fmt, *args):  # quiet
+        pass
+
+    def _read_body(self):
+        te = (self.headers.get("Transfer-Encoding") or "").lower()
+        if "chunked" in te:
+            parts = []
+            while True:
+                line = self.rfile.readline(65537)
+                if not line:
+                    raise ConnectionError("eof in chunk size")
+                size = int(line.split(b";", 1)[0].strip(), 16)
+                if size == 0:
+                    while True:  # trailers until the empty line
+                        t = self.rfile.readline(65537)
+                        if t in (b"\r\n", b"\n", b""):
+                            break
+                    break
+                data = self.rfile.read(size)
+                if len(data) != size:
+                    raise ConnectionError("eof in chunk data")
+                parts.append(data)
+                self.rfile.readline(3)  # CRLF after the chunk
+            return b"".join(parts), True
+        n = int(self.headers.get("Content-Length") or 0)
+        data = self.rfile.read(n) if n else b""
+        if len(data) != n:
+            raise ConnectionError("eof in body")
+        return data, False
+
+    def _handle(self):
+        mock = self.server.mock
+        try:
+            body, chunked = self._read_body()
+        except (ConnectionError, ValueError):
+            self.close_connection = True
+            return
+        req = MockRequest(self.command, self.path, self.request_version,
+                          list(self.headers.raw_items()), body, chunked, self.client_address)
+        mock._record(req)
+        resp = mock._response_for(req)
+        if callable(resp):
+            resp = resp(req)
+        if isinstance(resp, MockStream):
+            self._send_stream(resp)
+        else:
+            self._send(resp)
+
+    def _send(self, r):
+        self.send_response(r.status, r.reason)
+        names = {k.lower() for k, _ in r.headers}
+        for k, v in r.headers:
+            self.send_header(k, v)
+        if self.command == "HEAD" or r.status in (204, 304) or 100 <= r.status < 200:
+            if "content-length" not in names and r.status not in (204, 304):
+                self.send_header("Content-Length", str(len(r.body)))
+            self.end_headers()
+            return
+        if r.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            if r.body:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(r.body), r.body))
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            if "content-length" not in names:
+                self.send_header("Content-Length", str(len(r.body)))
+            self.end_headers()
+            self.wfile.write(r.body)
+        self.wfile.flush()
+
+    def _send_stream(self, s):
+        self.send_response(s.status)
+        for k, v in s.headers:
+            self.send_header(k, v)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()
+        for i, c in enumerate(s.chunks):
+            if i:
+                time.sleep(s.delay)
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(c), c))
+            self.wfile.flush()
+            s.sent_at.append(time.monotonic())
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+
+class _MockServer(_httpserver.ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # HAProxy keeps idle server connections open
+    allow_reuse_address = True
+
+    def handle_error(self, request, client_address):
+        # HAProxy's TCP health checks connect and reset: not worth a traceback.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
+class MockProvider:
+    """An HTTP/1.1 provider stand-in on 127.0.0.1:<free port>. Records every request; answers
+    200 JSON {"mock": name, "path": ..., "method": ...} unless a path has its own response:
+    mock.on("/v1/x", MockResponse(...) | MockStream(...) | callable(req) -> either)."""
+
+    def __init__(self, name):
+        self.name = name
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self.requests = []
+        self._routes = {}
+        self._server = _MockServer(("127.0.0.1", 0), _MockHandler)
+        self._server.mock = self
+        self.port = self._server.server_address[1]
+        self.host_port = "127.0.0.1:%d" % self.port
+        self.url = "http://" + self.host_port
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.1},
+                                        name="mock-" + name, daemon=True)
+        self._thread.start()
+        _LIVE_MOCKS.add(self)
+
+    def on(self, path, response):
+        with self._lock:
+            self._routes[path] = response
+
+    def _response_for(self, req):
+        with self._lock:
+            r = self._routes.get(req.path)
+        if r is not None:
+            return r
+        return MockResponse.json({"mock": self.name, "path": req.path, "method": req.method})
+
+    def _record(self, req):
+        with self._cond:
+            self.requests.append(req)
+            self._cond.notify_all()
+
+    def clear(self):
+        with self._lock:
+            self.requests = []
+
+    def count(self):
+        with self._lock:
+            return len(self.requests)
+
+    def wait_for(self, n=1, timeout=5.0):
+        """Waits until at least n requests were recorded; returns the list (may be shorter)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.requests) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return list(self.requests)
+
+    def last(self):
+        with self._lock:
+            return self.requests[-1] if self.requests else None
+
+    def close(self):
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._server = None
+        _LIVE_MOCKS.discard(self)
+
+
+_LIVE_MOCKS = set()
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP client helpers.
+
+class Response:
+    def __init__(self, status, reason, headers, body, version):
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # [(name, value)]
+        self.body = body
+        self.version = version
+
+    def header(self, name, default=None):
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return default
+
+    def header_all(self, name):
+        name = name.lower()
+        return [v for k, v in self.headers if k.lower() == name]
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return "<Response %d %r %s>" % (self.status, self.headers, self.body[:300])
+
+
+def _send_request(port, method, path, headers, body, timeout, chunked, host):
+    conn = _httpclient.HTTPConnection(host, port, timeout=timeout)
+    headers = list(headers or [])
+    names = {k.lower() for k, _ in headers}
+    conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+    if "host" not in names:
+        conn.putheader("Host", "%s:%d" % (host, port))
+    if body is not None and not chunked and "content-length" not in names \
+            and "transfer-encoding" not in names:
+        conn.putheader("Content-Length", str(len(body)))
+    if chunked and "transfer-encoding" not in names:
+        conn.putheader("Transfer-Encoding", "chunked")
+    for k, v in headers:
+        conn.putheader(k, v)
+    if chunked:
+        conn.endheaders()
+        for piece in (body if isinstance(body, (list, tuple)) else [body]):
+            if piece:
+                conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+        conn.send(b"0\r\n\r\n")
+    else:
+        conn.endheaders(body)
+    return conn
+
+
+def http(port, method, path, headers=None, body=None, timeout=10.0, chunked=False,
+         host="127.0.0.1"):
+    """One request on a fresh connection; returns Response (status, headers list, body)."""
+    if isinstance(body, str):
+        body = body.encode()
+    conn = _send_request(port, method, path, headers, body, timeout, chunked, host)
+    try:
+        r = conn.getresponse()
+        data = r.read()
+        return Response(r.status, r.reason, list(r.getheaders()), data, r.version)
+    finally:
+        conn.close()
+
+
+def stream(port, method, path, headers=None, body=None, timeout=15.0, host="127.0.0.1"):
+    """Sends a request and reads the response incrementally. Returns (Response, reads, t_sent)
+    where reads is [(monotonic time, bytes)] in arrival order and Response.body is the whole
+    body; t_sent is the time the request was written."""
+    if isinstance(body, str):
+        body = body.encode()
+    t_sent = time.monotonic()
+    conn = _send_request(port, method, path, headers, body, timeout, False, host)
+    try:
+        r = conn.getresponse()
+        reads = []
+        while True:
+            piece = r.read1(65536)
+            if not piece:
+                break
+            reads.append((time.monotonic(), piece))
+        body = b"".join(p for _, p in reads)
+        return Response(r.status, r.reason, list(r.getheaders()), body, r.version), reads, t_sent
+    finally:
+        conn.close()
+
+
+def multipart(fields, boundary=None):
+    """Builds a multipart/form-data body. fields: [(name, value bytes, filename or None,
+    content-type or None)]. Returns (content_type, body)."""
+    boundary = boundary or "----lrtestBoundary7MA4YWxkTrZu0gW"
+    out = []
+    for name, value, filename, ctype in fields:
+        out.append(b"--" + boundary.encode() + b"\r\n")
+        disp = 'form-data; name="%s"' % name
+        if filename:
+            disp += '; filename="%s"' % filename
+        out.append(b"Content-Disposition: " + disp.encode() + b"\r\n")
+        if ctype:
+            out.append(b"Content-Type: " + ctype.encode() + b"\r\n")
+        out.append(b"\r\n")
+        out.append(value if isinstance(value, bytes) else value.encode())
+        out.append(b"\r\n")
+    out.append(b"--" + boundary.encode() + b"--\r\n")
+    return "multipart/form-data; boundary=" + boundary, b"".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# HAProxy stats socket.
+
+def haproxy_cmd(sock_path, cmd, timeout=2.0):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(sock_path)
+        s.sendall(cmd.encode() + b"\n")
+        chunks = []
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            chunks.append(d)
+        return b"".join(chunks).decode("utf-8", "replace")
+    finally:
+        s.close()
+
+
+def parse_show_stat(text):
+    lines = [l for l in text.splitlines() if l.strip()]
+    if not lines or not lines[0].startswith("# "):
+        return []
+    cols = lines[0][2:].split(",")
+    rows = []
+    for l in lines[1:]:
+        vals = l.split(",")
+        rows.append(dict(zip(cols, vals)))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# /proc/net/tcp: established connections to a local port (for "connections survive SIGHUP").
+
+def established_peers(local_port):
+    """Remote (ip, port) of ESTABLISHED TCP sockets whose local port is local_port."""
+    peers = set()
+    for fn in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(fn) as f:
+                next(f)
+                for line in f:
+                    p = line.split()
+                    local, remote, st = p[1], p[2], p[3]
+                    if st != "01":
+                        continue
+                    if int(local.rsplit(":", 1)[1], 16) != local_port:
+                        continue
+                    rip, rport = remote.rsplit(":", 1)
+                    peers.add((rip, int(rport, 16)))
+        except OSError:
+            pass
+    return peers
+
+
+# ---------------------------------------------------------------------------------------------
+# The stack: config + run dir + processes.
+
+class StackError(AssertionError):
+    pass
+
+
+class Stack:
+    """One LunaRoute stack in its own temp run dir on its own ports.
+
+    config: dict merged over the base config (providers pointing at the mocks, binds on free
+            ports, run_dir); a None value deletes a key. Or a callable(ports) -> dict used as is.
+    mocks:  {"openai": MockProvider, "anthropic": MockProvider, ...} -> providers.<name>.base_url
+    env:    extra environment for the started processes (e.g. API keys), never written to disk.
+    """
+
+    def __init__(self, mocks=None, config=None, env=None, name="stack"):
+        self.mocks = dict(mocks or {})
+        self.config_over = config or {}
+        self.env_extra = dict(env or {})
+        self.name = name
+        self.run_dir = tempfile.mkdtemp(prefix="lrtest-%s-" % name)
+        os.chmod(self.run_dir, 0o700)
+        self.config_path = os.path.join(self.run_dir, "lunaroute.yaml")
+        self.mode = None
+        self.procs = {}
+        self.ports = {}
+        self.config = None
+        self.failed = False
+        self.keep = KEEP
+        # A healthy agent answers every NOTIFY: at stop, HAProxy's count of requests the
+        # agent did not answer must be 0. Turned off by kill_agent() and by tests that break
+        # the agent on purpose (stack.expect_agent_answers = False).
+        self.expect_agent_answers = True
+        self._stopped = False
+        self._removed = False
+        _LIVE_STACKS.add(self)
+
+    # -- paths and ports --------------------------------------------------------------------
+    def path(self, *p):
+        return os.path.join(self.run_dir, *p)
+
+    @property
+    def port(self):
+        return self.ports["frontend"]
+
+    @property
+    def stats_sock(self):
+        return self.path("haproxy.sock")
+
+    @property
+    def env(self):
+        return child_env(self.env_extra)
+
+    def _pick_ports(self):
+        ports = set()
+        while len(ports) < 4:
+            ports.add(free_port())
+        ports = sorted(ports)
+        self.ports = {"frontend": ports[0], "stats": ports[1], "spoa": ports[2],
+                      "engine": ports[3]}
+
+    def base_config(self):
+        providers = {}
+        for name, m in self.mocks.items():
+            providers[name] = {"base_url": m.url}
+        return {
+            "providers": providers,
+            "bypass": {"enabled": True, "provider": "auto"},
+            "haproxy": {"bind": "127.0.0.1:%d" % self.ports["frontend"],
+                        "stats_bind": "127.0.0.1:%d" % self.ports["stats"],
+                        "maxconn": 1000, "failure_mode": "static"},
+            "agent": {"spoa_bind": "127.0.0.1:%d" % self.ports["spoa"],
+                      "engine_bind": "127.0.0.1:%d" % self.ports["engine"], "threads": 1},
+            "run_dir": self.run_dir,
+        }
+
+    def write_config(self):
+        if callable(self.config_over):
+            self.config = self.config_over(self)
+        else:
+            self.config = deep_merge(self.base_config(), self.config_over)
+        with open(self.config_path, "w") as f:
+            f.write(to_yaml(self.config))
+
+    # -- commands ---------------------------------------------------------------------------
+    def control(self, *args, timeout=30, env_extra=None):
+        """Runs lunaroute-control with args; returns CompletedProcess (text)."""
+        env = child_env(dict(self.env_extra, **(env_extra or {})))
+        return subprocess.run([bin_path("lunaroute-control")] + list(args), env=env,
+                              cwd=self.run_dir, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def render(self):
+        r = self.control("render", "--config", self.config_path, "--out", self.run_dir)
+        if r.returncode != 0:
+            raise StackError("lunaroute-control render --config %s --out %s exited %d\n"
+                             "stdout:\n%s\nstderr:\n%s" % (self.config_path, self.run_dir,
+                                                          r.returncode, r.stdout, r.stderr))
+        missing = [f for f in ("haproxy.cfg", "spoe-lunaroute.conf", "routes.map", "agent.json")
+                   if not os.path.exists(self.path(f))]
+        if missing:
+            raise StackError("render did not write %s in %s" % (missing, self.run_dir))
+
+    def start_agent(self):
+        p = Proc("agent", [bin_path("lunaroute-agent"), "--settings", self.path("agent.json")],
+                 self.run_dir, self.env)
+        self.procs["agent"] = p
+        return p
+
+    def start_haproxy(self):
+        p = Proc("haproxy", [HAPROXY, "-W", "-S", self.path("haproxy-master.sock"),
+                             "-f", self.path("haproxy.cfg"), "-p", self.path("haproxy.pid")],
+                 self.run_dir, self.env)
+        self.procs["haproxy"] = p
+        return p
+
+    def start(self, mode="manual", wait=True, require_spop_check=True, attempts=3):
+        """mode "manual": render, then start the agent and HAProxy here. mode "up": run
+        `lunaroute-control up` (which supervises both). Retries with new ports when a bind
+        failed because a port was taken in the meantime."""
+        self.mode = mode
+        for attempt in range(attempts):
+            self._pick_ports()
+            self.write_config()
+            try:
+                if mode == "manual":
+                    self.render()
+                    self.start_agent()
+                    self.start_haproxy()
+                elif mode == "up":
+                    self.procs["control"] = Proc(
+                        "control", [bin_path("lunaroute-control"), "up", "--config",
+                                    self.config_path, "--run-dir", self.run_dir],
+                        self.run_dir, self.env)
+                else:
+                    raise ValueError(mode)
+                if wait:
+                    self.wait_ready(require_spop_check=require_spop_check)
+                return self
+            except StackError as e:
+                logs = self.all_logs().lower()
+                if attempt + 1 < attempts and any(p in logs for p in ADDR_IN_USE_PATTERNS):
+                    log("%s: a port was taken, retrying with new ports (%s)" % (self.name, e))
+                    self._stop_procs()
+                    for f in os.listdir(self.run_dir):
+                        fp = self.path(f)
+                        if os.path.isfile(fp) or os.path.islink(fp) or \
+                                stat_is_socket(fp):
+                            os.unlink(fp)
+                    self.procs = {}
+                    continue
+                self.failed = True
+                raise
+
+    # -- readiness --------------------------------------------------------------------------
+    def show_stat(self):
+        return parse_show_stat(haproxy_cmd(self.stats_sock, "show stat"))
+
+    def server_row(self, backend, server):
+        try:
+            for row in self.show_stat():
+                if row.get("pxname") == backend and row.get("svname") == server:
+                    return row
+        except OSError:
+            return None
+        return None
+
+    def spoa_state(self):
+        """(status, check_status) of lr_spoa/agent, or (None, None)."""
+        row = self.server_row("lr_spoa", "agent")
+        if not row:
+            return None, None
+        return row.get("status", ""), row.get("check_status", "")
+
+    def spoa_up(self):
+        status, check = self.spoa_state()
+        return bool(status) and status.startswith("UP") and "L7OK" in (check or "")
+
+    def spoe_errors(self):
+        """Requests the agent did not answer, as HAProxy counted them (the rendered
+        lr_spoe_errors table, gpc0), or None when that table is not there."""
+        try:
+            out = haproxy_cmd(self.stats_sock, "show table lr_spoe_errors")
+        except OSError:
+            return None
+        if not out.startswith("# table"):
+            return None
+        return sum(int(m) for m in re.findall(r"gpc0=(\d+)", out))
+
+    def wait_spoa(self, want_up=True, timeout=15.0):
+        def ok():
+            status, check = self.spoa_state()
+            if status is None:
+                return False
+            if want_up:
+                return status.startswith("UP") and "L7OK" in (check or "")
+            return status.startswith("DOWN")
+        return wait_until(ok, timeout, 0.1)
+
+    def _died(self):
+        for name, p in self.procs.items():
+            if not p.killed_by_test and p.poll() is not None:
+                return name, p.returncode
+        return None
+
+    def wait_ready(self, require_spop_check=True, timeout=None):
+        timeout = READY_TIMEOUT if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        stage = "frontend port %d accepting" % self.ports["frontend"]
+        while True:
+            died = self._died()
+            if died:
+                raise StackError("%s exited with status %s during startup (%s)\n%s"
+                                 % (died[0], died[1], self.run_dir, self.log_tails()))
+            if port_accepts(self.ports["frontend"], timeout=0.2):
+                stage = "engine port %d accepting" % self.ports["engine"]
+                if port_accepts(self.ports["engine"], timeout=0.2):
+                    stage = "stats socket %s answering show stat" % self.stats_sock
+                    status, check = self.spoa_state()
+                    if status is not None:
+                        stage = ("lr_spoa/agent UP with spop-check L7OK (now: status=%r "
+                                 "check_status=%r)" % (status, check))
+                        if (not require_spop_check and status.startswith("UP")) or \
+                                (status.startswith("UP") and "L7OK" in (check or "")):
+                            return
+            if time.monotonic() >= deadline:
+                raise StackError("stack not ready after %.0fs: waiting for %s (run dir %s)\n%s"
+                                 % (timeout, stage, self.run_dir, self.log_tails()))
+            time.sleep(0.1)
+
+    # -- requests ---------------------------------------------------------------------------
+    def http(self, method, path, headers=None, body=None, **kw):
+        return http(self.port, method, path, headers, body, **kw)
+
+    def stream(self, method, path, headers=None, body=None, **kw):
+        return stream(self.port, method, path, headers, body, **kw)
+
+    # -- logs -------------------------------------------------------------------------------
+    def log_files(self):
+        out = []
+        try:
+            names = sorted(os.listdir(self.run_dir))
+        except OSError:
+            return out
+        for f in names:
+            if f.endswith((".stdout", ".stderr", ".log")):
+                out.append(self.path(f))
+        return out
+
+    def all_logs(self):
+        return "\n".join(read_text(f) for f in self.log_files())
+
+    def log_tails(self, n=40):
+        parts = []
+        for f in self.log_files():
+            t = read_text(f)
+            if t.strip():
+                parts.append("---- %s (last %d lines) ----\n%s" % (os.path.basename(f), n,
+                                                                    tail(t, n)))
+        return "\n".join(parts) or "(all logs empty)"
+
+    # -- agent helpers (manual mode) --------------------------------------------------------
+    @property
+    def agent(self):
+        return self.procs.get("agent")
+
+    def agent_pid(self):
+        if "agent" in self.procs:
+            return self.procs["agent"].pid
+        pids = read_pidfile(self.path("agent.pid"))
+        return pids[0] if pids else None
+
+    def kill_agent(self):
+        a = self.procs.get("agent")
+        if a is None:
+            raise StackError("kill_agent: the agent was not started by the harness")
+        self.expect_agent_answers = False
+        a.kill9()
+
+    # -- teardown ---------------------------------------------------------------------------
+    def _stop_procs(self):
+        problems = []
+        # Agent first (its exit status is checked), then HAProxy, then the supervisor.
+        order = [n for n in ("agent", "haproxy", "control") if n in self.procs]
+        order += [n for n in self.procs if n not in order]
+        for name in order:
+            p = self.procs[name]
+            was_dead = p.poll() is not None
+            rc, forced = p.stop()
+            if p.killed_by_test:
+                continue
+            if name in ("agent", "control"):
+                if forced:
+                    problems.append("%s did not exit within %.0fs of SIGTERM" % (name,
+                                                                                 STOP_TIMEOUT))
+                elif rc != 0:
+                    problems.append("%s exited with status %s%s" % (
+                        name, rc, " (before teardown)" if was_dead else " after SIGTERM"))
+            elif name == "haproxy" and forced:
+                problems.append("haproxy did not exit within %.0fs of SIGTERM" % STOP_TIMEOUT)
+        # Whatever the pid files name (daemonized HAProxy, up's children) must be gone.
+        for pf in ("haproxy.pid", "agent.pid", "control.pid"):
+            for pid in read_pidfile(self.path(pf)):
+                if pid_alive(pid) and _is_ours(pid, self.run_dir):
+                    problems.append("pid %d from %s still running after stop" % (pid, pf))
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+        leftovers = wait_until(lambda: not pids_mentioning(self.run_dir), 3.0) or \
+            pids_mentioning(self.run_dir)
+        if leftovers is not True and leftovers:
+            problems.append("processes still running after stop: %s" % leftovers)
+            for pid, _ in leftovers:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        return problems
+
+    def stop(self):
+        """Stops everything; returns a list of problems (non-zero exit, sanitizer reports)."""
+        if self._stopped:
+            return []
+        self._stopped = True
+        problems = []
+        if self.expect_agent_answers and self.procs:
+            n = self.spoe_errors()
+            if n:
+                problems.append("HAProxy counted %d request(s) the agent did not answer "
+                                "(SPOE error/timeout: the static fallback routed them)" % n)
+        problems += self._stop_procs()
+        for f in self.log_files():
+            found = sanitizer_findings(read_text(f))
+            if found:
+                problems.append("sanitizer report in %s:\n  %s" % (
+                    os.path.basename(f), "\n  ".join(found[:10])))
+        if problems:
+            self.failed = True
+            problems.append("logs:\n" + self.log_tails())
+        return problems
+
+    def finish(self):
+        """Removes the run dir, or keeps it (failed test, LRTEST_KEEP=1) and says where."""
+        if self._removed:
+            return
+        self._removed = True
+        _LIVE_STACKS.discard(self)
+        if self.failed or self.keep:
+            log("kept run dir of %s: %s" % (self.name, self.run_dir))
+            return
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def stat_is_socket(path):
+    import stat as _stat
+    try:
+        return _stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _is_ours(pid, run_dir):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            cmd = f.read().decode("utf-8", "replace")
+    except OSError:
+        return False
+    return any(n in cmd for n in ("haproxy", "lunaroute")) or run_dir in cmd
+
+
+_LIVE_STACKS = set()
+
+
+def _atexit_cleanup():
+    for s in list(_LIVE_STACKS):
+        try:
+            s.stop()
+        except Exception as e:  # noqa: BLE001 - best effort at exit
+            log("cleanup of %s: %s" % (s.name, e))
+        s.finish()
+    for p in list(_LIVE_PROCS):
+        p.stop(timeout=2)
+    for m in list(_LIVE_MOCKS):
+        try:
+            m.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+atexit.register(_atexit_cleanup)
+
+
+def _on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+# ---------------------------------------------------------------------------------------------
+# unittest glue.
+
+class LRTestCase(unittest.TestCase):
+    """Base class. Class-scoped stacks (start_class_stack in setUpClass) are shared by the
+    tests of the class and stopped in tearDownClass; test-scoped stacks (self.start_stack)
+    are stopped after the test. Either way, a stack whose agent did not exit 0 on SIGTERM or
+    that printed a sanitizer report fails, and a failed test keeps its run dirs."""
+
+    maxDiff = 4000
+
+    @classmethod
+    def setUpClass(cls):
+        require_haproxy()
+        cls._class_stacks = []
+        cls._class_mocks = []
+
+    @classmethod
+    def tearDownClass(cls):
+        problems = []
+        for s in getattr(cls, "_class_stacks", []):
+            for p in s.stop():
+                problems.append("[%s] %s" % (s.name, p))
+            s.finish()
+        for m in getattr(cls, "_class_mocks", []):
+            m.close()
+        if problems:
+            raise AssertionError("teardown of %s:\n%s" % (cls.__name__, "\n".join(problems)))
+
+    @classmethod
+    def class_mock(cls, name):
+        m = MockProvider(name)
+        cls._class_mocks.append(m)
+        return m
+
+    @classmethod
+    def start_class_stack(cls, mode="manual", **kw):
+        s = Stack(name=kw.pop("name", cls.__name__), **kw)
+        try:
+            s.start(mode=mode)
+        except BaseException:
+            # unittest skips tearDownClass when setUpClass fails: stop it here.
+            s.failed = True
+            for p in s.stop():
+                log("[%s] %s" % (s.name, p))
+            s.finish()
+            raise
+        cls._class_stacks.append(s)
+        return s
+
+    def mock(self, name):
+        m = MockProvider(name)
+        self.addCleanup(m.close)
+        return m
+
+    def new_stack(self, **kw):
+        """A test-scoped stack, not started (call .start(mode=...))."""
+        s = Stack(name=kw.pop("name", self._testMethodName), **kw)
+        self._test_stacks.append(s)
+        self.addCleanup(self._stop_stack, s)
+        return s
+
+    def start_stack(self, mode="manual", **kw):
+        s = self.new_stack(**kw)
+        s.start(mode=mode)
+        return s
+
+    def _stop_stack(self, s):
+        problems = s.stop()
+        if problems:
+            self.fail("teardown of %s:\n%s" % (s.name, "\n".join(problems)))
+
+    def run(self, result=None):
+        self._test_stacks = []
+        if result is None:
+            return super().run(result)
+        before = _bad_count(result)
+        try:
+            return super().run(result)
+        finally:
+            failed = _bad_count(result) != before
+            for s in self._test_stacks:
+                s.failed = s.failed or failed
+                s.finish()
+            if failed:
+                for s in getattr(type(self), "_class_stacks", []):
+                    s.failed = True
+
+    # assertion helpers
+    def assertNoRequests(self, *mocks, settle=0.2):
+        time.sleep(settle)
+        for m in mocks:
+            self.assertEqual(m.requests, [], "mock %s got requests it should not have: %r"
+                             % (m.name, m.requests))
+
+    def assertHeader(self, req, name, value):
+        got = req.header_all(name)
+        self.assertIn(value, got, "header %s: want %r, got %r (all headers: %r)"
+                      % (name, value, got, req.headers))
+
+    def assertOpenAIError(self, resp, status=404):
+        self.assertEqual(resp.status, status, resp)
+        self.assertTrue((resp.header("content-type") or "").startswith("application/json"),
+                        "content-type of %r" % resp)
+        doc = resp.json()
+        self.assertIsInstance(doc.get("error"), dict, "OpenAI error shape expected: %r" % doc)
+        self.assertIsInstance(doc["error"].get("message"), str, doc)
+        self.assertNotEqual(doc.get("type"), "error", "OpenAI shape expected, got %r" % doc)
+        return doc
+
+    def assertAnthropicError(self, resp, status=404):
+        self.assertEqual(resp.status, status, resp)
+        self.assertTrue((resp.header("content-type") or "").startswith("application/json"),
+                        "content-type of %r" % resp)
+        doc = resp.json()
+        self.assertEqual(doc.get("type"), "error", "Anthropic error shape expected: %r" % doc)
+        self.assertIsInstance(doc.get("error"), dict, doc)
+        self.assertIsInstance(doc["error"].get("type"), str, doc)
+        self.assertIsInstance(doc["error"].get("message"), str, doc)
+        return doc
+
+
+def _bad_count(result):
+    return (len(getattr(result, "failures", [])) + len(getattr(result, "errors", []))
+            + len(getattr(result, "unexpectedSuccesses", [])))
+
+
+def main():
+    """Entry point of a test file: strips --bin-dir DIR, then unittest.main()."""
+    global BIN_DIR
+    argv = [sys.argv[0]]
+    args = sys.argv[1:]
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--bin-dir" and i + 1 < len(args):
+            BIN_DIR = args[i + 1]
+            i += 2
+            continue
+        if a.startswith("--bin-dir="):
+            BIN_DIR = a.split("=", 1)[1]
+            i += 1
+            continue
+        argv.append(a)
+        i += 1
+    BIN_DIR = os.path.abspath(BIN_DIR)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    unittest.main(argv=argv, verbosity=2)
