@@ -233,6 +233,15 @@ static void out_provider_backend(struct out *o, const struct cfg_provider *p)
     outf(o, "    timeout connect %us\n", p->connect_timeout_secs);
     outf(o, "    timeout server %us\n", p->timeout_secs);
     outf(o, "    retries %u\n", p->max_retries);
+    /* Without it HAProxy holds small response chunks (SSE events) for up to 200 ms. */
+    outf(o, "    option http-no-delay\n");
+    /* Hop-by-hop headers (RFC 9110 7.6.1) are for this hop only; a websocket upgrade keeps
+     * its Connection/Upgrade pair, which HAProxy handles itself. */
+    outf(o, "    http-request del-header Connection if !{ req.hdr(upgrade) -m found }\n"
+            "    http-request del-header Keep-Alive\n"
+            "    http-request del-header Proxy-Connection\n"
+            "    http-request del-header Proxy-Authorization\n"
+            "    http-request del-header TE\n");
     outf(o, "    http-request set-header Host ");
     out_host(o, p->host);
     if (!default_port)
@@ -290,6 +299,7 @@ static void out_backends(struct out *o, const struct lr_config *c)
     outf(o, "backend %s\n", LR_ENGINE_BACKEND);
     outf(o, "    mode http\n"
             "    http-reuse always\n"
+            "    option http-no-delay\n"
             "    option httpchk GET /healthz\n"
             "    http-check expect status 200\n");
     outf(o, "    server engine ");

@@ -272,8 +272,13 @@ static void test_no_key(void **state)
     char *cfg = hcfg(c);
     assert_not_contains(cfg, "set-header Authorization");
     assert_not_contains(cfg, "set-header x-api-key");
-    assert_not_contains(cfg, "del-header");
+    assert_not_contains(cfg, "del-header Authorization");
+    assert_not_contains(cfg, "del-header x-api-key");
     assert_not_contains(cfg, "anthropic-version 2023-06-01");
+    /* Hop-by-hop headers are stripped and streams are not delayed, key or no key. */
+    assert_contains(cfg, "http-request del-header Proxy-Authorization\n");
+    assert_contains(cfg, "http-request del-header Connection if !{ req.hdr(upgrade) -m found }\n");
+    assert_contains(cfg, "option http-no-delay\n");
     assert_not_contains(cfg, "env(");
     char *json = render_agent_json(c, &test_paths);
     json_error_t e;
