@@ -723,8 +723,8 @@ static int read_file(const char *path, char **out, size_t *outlen, char *err, si
 
 struct agent_settings *agent_settings_load(const char *path, char *err, size_t errlen)
 {
-    char *buf, msg[512];
-    size_t len;
+    char *buf = NULL, msg[512];
+    size_t len = 0;
     bool positional;
     struct agent_settings *s;
 

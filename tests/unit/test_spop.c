@@ -251,8 +251,8 @@ static int kv_find(const struct oframe *f, const char *key, uint64_t *u, const c
     const uint8_t *p = f->pl, *end = f->pl + f->pl_len;
 
     while (p < end) {
-        const char *k;
-        size_t kl;
+        const char *k = NULL;
+        size_t kl = 0;
         uint8_t t;
         uint64_t v = 0;
         const char *sv = NULL;
@@ -319,8 +319,8 @@ static size_t ack_actions(const struct oframe *f, struct oaction *a, size_t max)
     size_t n = 0;
 
     while (p < end) {
-        const char *s;
-        size_t sl;
+        const char *s = NULL;
+        size_t sl = 0;
 
         assert_true(n < max);
         memset(&a[n], 0, sizeof(a[n]));
