@@ -23,7 +23,7 @@ struct classify_input {
     size_t path_len;
     unsigned anthropic_version_count; /* anthropic-version headers */
     unsigned x_api_key_count;         /* x-api-key headers */
-    const char *auth_scheme;          /* first bytes of authorization, lowercased; may be NULL */
+    const char *auth_scheme;          /* authorization scheme ("bearer"), never a credential */
     size_t auth_scheme_len;
 };
 

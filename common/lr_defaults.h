@@ -24,7 +24,7 @@
 #define LR_ARG_PATH "path"               /* string: path without query string */
 #define LR_ARG_ANTHROPIC_VERSION "av"    /* int: count of anthropic-version headers */
 #define LR_ARG_X_API_KEY "xk"            /* int: count of x-api-key headers (never the value) */
-#define LR_ARG_AUTH_SCHEME "auth"        /* string: first 7 bytes of authorization, lowercased */
+#define LR_ARG_AUTH_SCHEME "auth" /* string: authorization scheme only ("bearer", "basic") */
 
 /* Variables the agent sets (scope txn, prefix lunaroute): txn.lunaroute.<name>. */
 #define LR_VAR_ROUTE "route"       /* "engine" | "bypass" */

@@ -497,7 +497,7 @@ char *render_spoe_conf(const struct lr_config *c, const struct render_paths *p)
     outf(&o, "spoe-message %s\n", LR_SPOE_MESSAGE);
     outf(&o,
          "    args %s=method %s=path %s=req.hdr_cnt(anthropic-version) "
-         "%s=req.hdr_cnt(x-api-key) %s=req.hdr(authorization),bytes(0,7),lower\n",
+         "%s=req.hdr_cnt(x-api-key) %s=http_auth_type,lower\n",
          LR_ARG_METHOD, LR_ARG_PATH, LR_ARG_ANTHROPIC_VERSION, LR_ARG_X_API_KEY,
          LR_ARG_AUTH_SCHEME);
     outf(&o, "    event on-frontend-http-request\n");

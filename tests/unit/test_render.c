@@ -573,7 +573,7 @@ static void test_spoe_conf(void **state)
     assert_contains(s, "    use-backend lr_spoa\n");
     assert_contains(s, "spoe-message lunaroute-classify\n    args method=method path=path "
                        "av=req.hdr_cnt(anthropic-version) xk=req.hdr_cnt(x-api-key) "
-                       "auth=req.hdr(authorization),bytes(0,7),lower\n    event "
+                       "auth=http_auth_type,lower\n    event "
                        "on-frontend-http-request\n");
     assert_not_contains(s, "async");
     assert_not_contains(s, "force-set-var");
