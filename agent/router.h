@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "circuit.h"
 
 struct agent_settings;
@@ -49,7 +51,8 @@ const char *router_outcome_to_str(unsigned o);
 struct router;
 
 /* Compiles rules (regcomp REG_EXTENDED|REG_NOSUB), sorts by priority (higher first, ties in
- * file order). NULL with a message in err on a bad rule (unknown provider, bad regex). */
+ * file order). Providers a rule names that are unknown or disabled are skipped (control
+ * already validated the names). NULL with a message in err on a bad regex. */
 struct router *router_new(const struct agent_settings *s, char *err, size_t errlen);
 void router_free(struct router *r); /* NULL-safe */
 
@@ -80,6 +83,30 @@ void router_circuit_snapshot(struct router *r, size_t i, struct circuit *out);
 
 /* provider_switch_notification: enabled + message (NULL when disabled). */
 const char *router_switch_message(const struct router *r);
+
+/* provider_switch_notification, LunaRoute's behaviour (lunaroute-routing notification.rs,
+ * provider_router.rs): when a request moves to another provider than the one first chosen
+ * (fallback, or limits-alternative after a 429), a user message carrying the notification
+ * text is prepended to the conversation sent to the new provider, unless the conversation
+ * already starts with one. Reasons name the switch in ${reason}. */
+enum router_switch_reason {
+    ROUTER_SWITCH_RATE_LIMIT = 0,  /* "high demand" */
+    ROUTER_SWITCH_SERVICE_ISSUE,   /* "a temporary service issue" */
+    ROUTER_SWITCH_CIRCUIT_BREAKER, /* "service maintenance" */
+    ROUTER_SWITCH_REASON_COUNT
+};
+const char *router_switch_reason_to_str(unsigned r);
+/* Substitutes ${original_provider}, ${new_provider}, ${reason} and ${model} in tmpl
+ * (NULL arguments become ""). Returns a malloc'd string, NULL on allocation failure. */
+char *router_switch_format(const char *tmpl, const char *original_provider,
+                           const char *new_provider, enum router_switch_reason reason,
+                           const char *model);
+/* Prepends {"role":"user","content":message} to body's "messages" (Anthropic: at index 0;
+ * OpenAI: after the leading system/developer messages, so the system prompt stays first).
+ * Returns 1 when injected, 0 when the conversation already carries a notification there
+ * (string content starting with "IMPORTANT:", LunaRoute's check, or equal to message), -1
+ * when body has no "messages" array or on allocation failure. Pure JSON transformation. */
+int router_switch_inject(json_t *body, enum router_dialect d, const char *message);
 
 /* Back-off before retry number `attempt` (1-based) on the same provider: 0.1 s * 2^(n-1),
  * capped at 2 s, with +-20% jitter from `rand01` in [0,1). Pure. */
