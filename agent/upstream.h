@@ -26,6 +26,9 @@ struct upstream_request {
     const char *url;    /* absolute */
     /* Request headers, "Name: value" each; the transfer takes ownership (curl_slist_free_all
      * when it ends). Content-Length is set by the transfer from body_len; do not pass it. */
+    /* Ownership is taken even when upstream_start fails. "Expect:" (no 100-continue wait)
+     * and, for a body without a Content-Type, "Content-Type:" (no invented form type) are
+     * appended unless the list already names them. */
     struct curl_slist *headers;
     const char *body; /* borrowed: must stay valid until on_done or upstream_cancel */
     size_t body_len;
@@ -47,6 +50,19 @@ struct upstream_callbacks {
      * human message (curl's errbuf) otherwise. The transfer is freed after it returns. */
     void (*on_done)(void *ud, CURLcode curl_code, const char *error);
 };
+
+/* Re-entrancy, as implemented:
+ *  - on_headers/on_data run inside libcurl callbacks. From there upstream_start, _resume and
+ *    _cancel are still allowed: upstream_start returns the transfer but adds it to the multi
+ *    from the loop; resume is deferred to the loop; cancel silences the transfer at once (no
+ *    more callbacks, not even on_done) and it is freed later from the loop. Returning ABORT
+ *    (on_headers: -1) instead of cancelling gets an on_done with CURLE_WRITE_ERROR.
+ *  - upstream_resume called from the loop (outside on_headers/on_data) may call on_data
+ *    synchronously with the bytes held back by the pause, before it returns; never on_done.
+ *  - In on_done, upstream_cancel/_resume of that transfer are no-ops; starting new transfers
+ *    (retries) and cancelling others are allowed. `error` is valid during on_done only.
+ *  - upstream_free must not be called from any of these callbacks.
+ * timeout_secs covers the whole transfer, time spent paused included. */
 
 struct upstream *upstream_new(struct ev_loop *loop);
 /* Cancels every transfer (no callbacks) and frees; NULL-safe. */

@@ -1,0 +1,765 @@
+/* Egress to providers: one libcurl multi per loop thread, driven by libev.
+ *
+ * Wiring (curl's evhiperfifo shape, with its timer fixed):
+ *   CURLMOPT_SOCKETFUNCTION -> one ev_io per socket (struct up_sock, curl_multi_assign'ed);
+ *   CURLMOPT_TIMERFUNCTION  -> one ev_timer armed for timeout_ms / 1000.0 (0 fires on the next
+ *                              loop iteration; libcurl is never called from the timer function).
+ *
+ * Re-entrancy: consumer callbacks (on_headers, on_data) run inside libcurl callbacks, where
+ * libcurl refuses most multi calls. u->in_curl counts the libcurl calls on the stack; while it
+ * is non-zero, upstream_start/resume/cancel only record what to do on the transfer and arm the
+ * "kick" timer (0 s), whose callback performs it from the loop. on_done is only ever called
+ * from the loop, after curl_multi_socket_action has returned. */
+#include "upstream.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "buf.h"
+
+#define UP_MAX_CONNECTS      64L
+#define UP_HDR_BYTES_MAX     (64u * 1024u) /* header block of one response */
+#define UP_HDR_COUNT_MAX     256u
+#define UP_HDR_COUNT_INITIAL 32u
+
+/* Deferred work on a transfer, done by the kick timer. */
+#define UP_PEND_ADD    0x1u /* curl_multi_add_handle */
+#define UP_PEND_RESUME 0x2u /* curl_easy_pause(CURLPAUSE_CONT) */
+#define UP_PEND_FAIL   0x4u /* finish with fail_code */
+
+struct up_sock {
+    struct upstream *u;
+    struct up_sock *prev, *next;
+    curl_socket_t fd;
+    ev_io io;
+};
+
+struct upstream_xfer {
+    struct upstream *u;
+    struct upstream_xfer *prev, *next;           /* u->xfers */
+    struct upstream_xfer *pend_prev, *pend_next; /* u->pend_head, when pend != 0 or cancelled */
+    CURL *easy;
+    struct upstream_callbacks cb;
+    void *ud;
+    struct curl_slist *headers;
+
+    unsigned pend;     /* UP_PEND_* */
+    bool on_pend_list; /* linked on u->pend_* */
+    bool in_multi;     /* added to u->multi */
+    bool headers_done; /* on_headers delivered (or attempted) */
+    bool cancelled;    /* no more callbacks; freed at the next safe point */
+    bool aborted;      /* a callback asked to stop: every later libcurl callback returns 0 */
+    bool finishing;    /* on_done is running: cancel is a no-op */
+    CURLcode fail_code;
+
+    int status;         /* of the header block being collected */
+    struct lr_buf hbuf; /* "name\0value\0" pairs of that block */
+    size_t hn;
+    struct upstream_header *harr;
+    size_t harr_cap;
+
+    char reason[96]; /* our own error text (overrides errbuf) */
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+struct upstream {
+    struct ev_loop *loop;
+    CURLM *multi;
+    ev_timer timer; /* libcurl's timeout */
+    ev_timer kick;  /* deferred work, 0 s */
+    int in_curl;    /* libcurl calls on the stack that may call back into consumers */
+    size_t active;
+    struct upstream_xfer *xfers;
+    struct upstream_xfer *pend_head, *pend_tail;
+    struct up_sock *socks;
+};
+
+static void set_err(char *err, size_t errlen, const char *msg)
+{
+    if (err && errlen > 0)
+        snprintf(err, errlen, "%s", msg);
+}
+
+/* ---- lists ----------------------------------------------------------------------------- */
+
+static void pend_unlink(struct upstream_xfer *x)
+{
+    struct upstream *u = x->u;
+    if (!x->on_pend_list)
+        return;
+    if (x->pend_prev)
+        x->pend_prev->pend_next = x->pend_next;
+    else
+        u->pend_head = x->pend_next;
+    if (x->pend_next)
+        x->pend_next->pend_prev = x->pend_prev;
+    else
+        u->pend_tail = x->pend_prev;
+    x->pend_prev = x->pend_next = NULL;
+    x->on_pend_list = false;
+}
+
+static void arm_kick(struct upstream *u)
+{
+    if (!ev_is_active(&u->kick)) {
+        ev_timer_set(&u->kick, 0., 0.);
+        ev_timer_start(u->loop, &u->kick);
+    }
+}
+
+/* Records deferred work (flags may be 0 for a cancelled transfer) and arms the kick. */
+static void pend_add(struct upstream_xfer *x, unsigned flags)
+{
+    struct upstream *u = x->u;
+    x->pend |= flags;
+    if (!x->on_pend_list) {
+        x->pend_prev = u->pend_tail;
+        x->pend_next = NULL;
+        if (u->pend_tail)
+            u->pend_tail->pend_next = x;
+        else
+            u->pend_head = x;
+        u->pend_tail = x;
+        x->on_pend_list = true;
+    }
+    arm_kick(u);
+}
+
+static void xfer_free(struct upstream_xfer *x)
+{
+    struct upstream *u = x->u;
+    if (x->in_multi) {
+        curl_multi_remove_handle(u->multi, x->easy);
+        x->in_multi = false;
+    }
+    pend_unlink(x);
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        u->xfers = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    if (x->easy)
+        curl_easy_cleanup(x->easy);
+    curl_slist_free_all(x->headers);
+    lr_buf_free(&x->hbuf);
+    free(x->harr);
+    free(x);
+}
+
+/* ---- response headers ------------------------------------------------------------------ */
+
+static void hdr_reset(struct upstream_xfer *x)
+{
+    lr_buf_reset(&x->hbuf);
+    x->hn = 0;
+    x->status = 0;
+}
+
+static void trim(const char **p, size_t *len)
+{
+    const char *s = *p;
+    size_t n = *len;
+    while (n > 0 && (s[0] == ' ' || s[0] == '\t')) {
+        s++;
+        n--;
+    }
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+        n--;
+    *p = s;
+    *len = n;
+}
+
+/* "HTTP/1.1 200 OK" -> 200; -1 when malformed. */
+static int parse_status(const char *p, size_t len)
+{
+    size_t i = 5; /* after "HTTP/" */
+    while (i < len && p[i] != ' ')
+        i++;
+    while (i < len && p[i] == ' ')
+        i++;
+    if (i + 3 > len)
+        return -1;
+    int code = 0;
+    for (size_t k = 0; k < 3; k++) {
+        char c = p[i + k];
+        if (c < '0' || c > '9')
+            return -1;
+        code = code * 10 + (c - '0');
+    }
+    if (i + 3 < len && p[i + 3] != ' ' && p[i + 3] != '\r' && p[i + 3] != '\n')
+        return -1;
+    return code >= 100 ? code : -1;
+}
+
+static int fail_with(struct upstream_xfer *x, const char *reason)
+{
+    snprintf(x->reason, sizeof(x->reason), "%s", reason);
+    x->aborted = true;
+    return -1;
+}
+
+static int hdr_append(struct upstream_xfer *x, const char *name, size_t nlen, const char *val,
+                      size_t vlen)
+{
+    if (x->hn >= UP_HDR_COUNT_MAX)
+        return fail_with(x, "too many response headers");
+    if (x->hbuf.len + nlen + vlen + 2 > UP_HDR_BYTES_MAX)
+        return fail_with(x, "response headers too large");
+    if (lr_buf_reserve(&x->hbuf, nlen + vlen + 2) < 0)
+        return fail_with(x, "out of memory");
+    uint8_t *d = x->hbuf.data + x->hbuf.len;
+    memcpy(d, name, nlen);
+    d[nlen] = '\0';
+    memcpy(d + nlen + 1, val, vlen);
+    d[nlen + 1 + vlen] = '\0';
+    x->hbuf.len += nlen + vlen + 2;
+    x->hn++;
+    return 0;
+}
+
+/* obs-fold: a line starting with whitespace continues the previous value. */
+static int hdr_continue(struct upstream_xfer *x, const char *val, size_t vlen)
+{
+    if (x->hn == 0 || vlen == 0)
+        return 0;
+    if (x->hbuf.len + vlen + 1 > UP_HDR_BYTES_MAX)
+        return fail_with(x, "response headers too large");
+    if (lr_buf_reserve(&x->hbuf, vlen + 1) < 0)
+        return fail_with(x, "out of memory");
+    uint8_t *d = x->hbuf.data + x->hbuf.len - 1; /* the previous value's NUL */
+    *d++ = ' ';
+    memcpy(d, val, vlen);
+    d[vlen] = '\0';
+    x->hbuf.len += vlen + 1;
+    return 0;
+}
+
+/* Calls on_headers once. 0, or -1 when the transfer must stop. */
+static int deliver_headers(struct upstream_xfer *x)
+{
+    x->headers_done = true;
+    if (x->hn > x->harr_cap) {
+        size_t cap = x->harr_cap ? x->harr_cap : UP_HDR_COUNT_INITIAL;
+        while (cap < x->hn)
+            cap *= 2;
+        struct upstream_header *a = realloc(x->harr, cap * sizeof(*a));
+        if (!a)
+            return fail_with(x, "out of memory");
+        x->harr = a;
+        x->harr_cap = cap;
+    }
+    const char *p = (const char *)x->hbuf.data;
+    for (size_t i = 0; i < x->hn; i++) {
+        x->harr[i].name = p;
+        p += strlen(p) + 1;
+        x->harr[i].value = p;
+        p += strlen(p) + 1;
+    }
+    int rc = x->cb.on_headers ? x->cb.on_headers(x->ud, x->status, x->harr, x->hn) : 0;
+    if (x->cancelled)
+        return -1;
+    if (rc != 0) {
+        x->aborted = true;
+        return -1;
+    }
+    return 0;
+}
+
+static size_t header_cb(char *p, size_t size, size_t nmemb, void *userdata)
+{
+    struct upstream_xfer *x = userdata;
+    size_t len = size * nmemb;
+    if (x->cancelled || x->aborted)
+        return 0;
+    if (x->headers_done)
+        return len; /* trailers of a chunked body: not relayed */
+    const char *s = p;
+    size_t n = len;
+    while (n > 0 && (s[n - 1] == '\r' || s[n - 1] == '\n'))
+        n--;
+    if (n == 0) { /* end of a header block */
+        if (x->status <= 0)
+            return len;
+        if (x->status < 200) { /* 100 Continue, 103 Early Hints: the final one follows */
+            hdr_reset(x);
+            return len;
+        }
+        return deliver_headers(x) == 0 ? len : 0;
+    }
+    if (n >= 5 && memcmp(s, "HTTP/", 5) == 0) {
+        hdr_reset(x);
+        x->status = parse_status(s, n);
+        if (x->status < 0) {
+            fail_with(x, "malformed status line from upstream");
+            return 0;
+        }
+        return len;
+    }
+    if (s[0] == ' ' || s[0] == '\t') {
+        trim(&s, &n);
+        return hdr_continue(x, s, n) == 0 ? len : 0;
+    }
+    const char *colon = memchr(s, ':', n);
+    if (!colon)
+        return len; /* not a header line: ignored */
+    const char *name = s, *val = colon + 1;
+    size_t nlen = (size_t)(colon - s), vlen = n - nlen - 1;
+    trim(&name, &nlen);
+    trim(&val, &vlen);
+    if (nlen == 0)
+        return len;
+    return hdr_append(x, name, nlen, val, vlen) == 0 ? len : 0;
+}
+
+/* ---- response body --------------------------------------------------------------------- */
+
+static size_t write_cb(char *p, size_t size, size_t nmemb, void *userdata)
+{
+    struct upstream_xfer *x = userdata;
+    size_t len = size * nmemb;
+    if (x->cancelled || x->aborted)
+        return 0;
+    if (!x->headers_done) { /* the header callback did not see the end of the block */
+        if (x->status <= 0) {
+            long code = 0;
+            curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+            x->status = (int)code;
+        }
+        if (deliver_headers(x) != 0)
+            return 0;
+    }
+    if (len == 0 || !x->cb.on_data)
+        return len;
+    int rc = x->cb.on_data(x->ud, p, len);
+    if (x->cancelled)
+        return 0;
+    if (rc == UPSTREAM_DATA_PAUSE)
+        return CURL_WRITEFUNC_PAUSE;
+    if (rc != UPSTREAM_DATA_OK) {
+        x->aborted = true;
+        return 0;
+    }
+    return len;
+}
+
+/* ---- completion ------------------------------------------------------------------------ */
+
+/* From the loop only (u->in_curl == 0): on_done unless cancelled, then free. */
+static void finish(struct upstream_xfer *x, CURLcode rc)
+{
+    struct upstream *u = x->u;
+    if (x->in_multi) {
+        curl_multi_remove_handle(u->multi, x->easy);
+        x->in_multi = false;
+    }
+    pend_unlink(x);
+    if (!x->cancelled) {
+        u->active--;
+        x->finishing = true; /* from here on, cancel only silences the callbacks */
+        if (rc == CURLE_OK && !x->headers_done) {
+            long code = 0;
+            curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+            if (x->status <= 0)
+                x->status = (int)code;
+            deliver_headers(x);
+        }
+        if (rc == CURLE_OK && x->aborted)
+            rc = CURLE_WRITE_ERROR;
+        const char *err = NULL;
+        if (rc != CURLE_OK)
+            err = x->reason[0] ? x->reason : x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
+        if (!x->cancelled && x->cb.on_done)
+            x->cb.on_done(x->ud, rc, err);
+    }
+    xfer_free(x);
+}
+
+static void drain(struct upstream *u)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(u->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        CURL *e = m->easy_handle;
+        CURLcode rc = m->data.result;
+        char *priv = NULL;
+        curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
+        if (priv)
+            finish((struct upstream_xfer *)(void *)priv, rc);
+    }
+}
+
+static void socket_action(struct upstream *u, curl_socket_t fd, int ev_bitmask)
+{
+    int running = 0;
+    u->in_curl++;
+    curl_multi_socket_action(u->multi, fd, ev_bitmask, &running);
+    u->in_curl--;
+    drain(u);
+}
+
+/* ---- libev <-> libcurl ----------------------------------------------------------------- */
+
+static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    struct up_sock *s = w->data;
+    int action =
+        ((revents & EV_READ) ? CURL_CSELECT_IN : 0) | ((revents & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    /* s may be freed by the socket callback during the action: copy what we need. */
+    socket_action(s->u, s->fd, action);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    socket_action(w->data, CURL_SOCKET_TIMEOUT, 0);
+}
+
+/* CURLMOPT_TIMERFUNCTION: only (re)arms the ev_timer, never calls libcurl. */
+static int multi_timer_fn(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    struct upstream *u = userp;
+    ev_timer_stop(u->loop, &u->timer);
+    if (timeout_ms >= 0) {
+        ev_timer_set(&u->timer, (double)timeout_ms / 1000.0, 0.);
+        ev_timer_start(u->loop, &u->timer);
+    }
+    return 0;
+}
+
+static void sock_free(struct upstream *u, struct up_sock *s)
+{
+    ev_io_stop(u->loop, &s->io);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        u->socks = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    free(s);
+}
+
+/* CURLMOPT_SOCKETFUNCTION */
+static int multi_sock_fn(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    (void)easy;
+    struct upstream *u = userp;
+    struct up_sock *s = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (s) {
+            curl_multi_assign(u->multi, fd, NULL);
+            sock_free(u, s);
+        }
+        return 0;
+    }
+    if (!s) {
+        s = calloc(1, sizeof(*s));
+        if (!s)
+            return -1;
+        s->u = u;
+        s->fd = fd;
+        s->next = u->socks;
+        if (u->socks)
+            u->socks->prev = s;
+        u->socks = s;
+        ev_init(&s->io, io_cb);
+        s->io.data = s;
+        curl_multi_assign(u->multi, fd, s);
+    } else {
+        ev_io_stop(u->loop, &s->io);
+    }
+    int events = ((what & CURL_POLL_IN) ? EV_READ : 0) | ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
+    if (events) {
+        ev_io_set(&s->io, fd, events);
+        ev_io_start(u->loop, &s->io);
+    }
+    return 0;
+}
+
+/* ---- deferred work --------------------------------------------------------------------- */
+
+/* From the loop, outside libcurl callbacks. */
+static void resume_now(struct upstream_xfer *x)
+{
+    struct upstream *u = x->u;
+    u->in_curl++;
+    CURLcode rc = curl_easy_pause(x->easy, CURLPAUSE_CONT);
+    u->in_curl--;
+    if (x->cancelled)
+        return; /* cancelled from inside on_data: the kick frees it */
+    if (rc != CURLE_OK || x->aborted) {
+        /* on_data refused the redelivered bytes: curl reports it to us, not to the multi. */
+        x->fail_code = rc != CURLE_OK ? rc : CURLE_WRITE_ERROR;
+        pend_add(x, UP_PEND_FAIL);
+        return;
+    }
+    arm_kick(u); /* drive the multi: the socket may hold no new event for buffered bytes */
+}
+
+static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct upstream *u = w->data;
+    struct upstream_xfer *x;
+    while ((x = u->pend_head)) {
+        unsigned pend = x->pend;
+        x->pend = 0;
+        pend_unlink(x);
+        if (x->cancelled) {
+            xfer_free(x);
+        } else if (pend & UP_PEND_FAIL) {
+            finish(x, x->fail_code);
+        } else if (pend & UP_PEND_ADD) {
+            CURLMcode mc = curl_multi_add_handle(u->multi, x->easy);
+            if (mc != CURLM_OK) {
+                snprintf(x->reason, sizeof(x->reason), "curl_multi_add_handle: %s",
+                         curl_multi_strerror(mc));
+                finish(x, CURLE_FAILED_INIT);
+            } else {
+                x->in_multi = true;
+            }
+        } else if ((pend & UP_PEND_RESUME) && x->in_multi) {
+            resume_now(x);
+        }
+    }
+    socket_action(u, CURL_SOCKET_TIMEOUT, 0);
+}
+
+/* ---- public API ------------------------------------------------------------------------ */
+
+struct upstream *upstream_new(struct ev_loop *loop)
+{
+    if (!loop)
+        return NULL;
+    struct upstream *u = calloc(1, sizeof(*u));
+    if (!u)
+        return NULL;
+    u->loop = loop;
+    u->multi = curl_multi_init();
+    if (!u->multi) {
+        free(u);
+        return NULL;
+    }
+    ev_timer_init(&u->timer, timer_cb, 0., 0.);
+    u->timer.data = u;
+    ev_timer_init(&u->kick, kick_cb, 0., 0.);
+    u->kick.data = u;
+    curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, multi_sock_fn);
+    curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
+    curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, multi_timer_fn);
+    curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
+    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, UP_MAX_CONNECTS);
+    return u;
+}
+
+void upstream_free(struct upstream *u)
+{
+    if (!u)
+        return;
+    while (u->xfers) {
+        u->xfers->cancelled = true;
+        xfer_free(u->xfers);
+    }
+    /* Stop the watchers before curl closes the pooled connections' sockets. */
+    for (struct up_sock *s = u->socks; s; s = s->next)
+        ev_io_stop(u->loop, &s->io);
+    curl_multi_cleanup(u->multi);
+    while (u->socks)
+        sock_free(u, u->socks);
+    ev_timer_stop(u->loop, &u->timer);
+    ev_timer_stop(u->loop, &u->kick);
+    free(u);
+}
+
+static bool has_header(const struct curl_slist *h, const char *name)
+{
+    size_t n = strlen(name);
+    for (; h; h = h->next)
+        if (h->data && strncasecmp(h->data, name, n) == 0 &&
+            (h->data[n] == ':' || h->data[n] == ';'))
+            return true;
+    return false;
+}
+
+static int setup_easy(struct upstream_xfer *x, const struct upstream_request *req)
+{
+    CURL *e = x->easy;
+    const char *m = req->method ? req->method : "POST";
+    CURLcode rc = CURLE_OK;
+#define UP_SET(opt, val)                                                                           \
+    do {                                                                                           \
+        if (rc == CURLE_OK)                                                                        \
+            rc = curl_easy_setopt(e, opt, val);                                                    \
+    } while (0)
+    UP_SET(CURLOPT_URL, req->url);
+    UP_SET(CURLOPT_PRIVATE, x);
+    UP_SET(CURLOPT_ERRORBUFFER, x->errbuf);
+    UP_SET(CURLOPT_NOSIGNAL, 1L);
+    UP_SET(CURLOPT_TCP_NODELAY, 1L);
+    UP_SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    UP_SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    UP_SET(CURLOPT_FOLLOWLOCATION, 0L);
+    UP_SET(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L); /* a proxy's CONNECT reply is not ours */
+#if LIBCURL_VERSION_NUM >= 0x075500
+    UP_SET(CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    UP_SET(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    UP_SET(CURLOPT_HEADERFUNCTION, header_cb);
+    UP_SET(CURLOPT_HEADERDATA, x);
+    UP_SET(CURLOPT_WRITEFUNCTION, write_cb);
+    UP_SET(CURLOPT_WRITEDATA, x);
+    UP_SET(CURLOPT_TIMEOUT, req->timeout_secs > 0 ? req->timeout_secs : 0L);
+    if (req->connect_timeout_secs > 0)
+        UP_SET(CURLOPT_CONNECTTIMEOUT, req->connect_timeout_secs);
+
+    bool body = req->body != NULL || strcasecmp(m, "POST") == 0;
+    if (strcasecmp(m, "GET") == 0 && !req->body) {
+        UP_SET(CURLOPT_HTTPGET, 1L);
+    } else if (strcasecmp(m, "HEAD") == 0) {
+        UP_SET(CURLOPT_NOBODY, 1L);
+        body = false;
+    } else {
+        if (strcasecmp(m, "POST") != 0)
+            UP_SET(CURLOPT_CUSTOMREQUEST, m);
+        if (body) {
+            UP_SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+            UP_SET(CURLOPT_POSTFIELDS, req->body ? req->body : "");
+        }
+    }
+#undef UP_SET
+    if (rc != CURLE_OK) {
+        snprintf(x->reason, sizeof(x->reason), "curl_easy_setopt: %s", curl_easy_strerror(rc));
+        return -1;
+    }
+
+    /* No "Expect: 100-continue" stall on large bodies, and no form content type invented by
+     * libcurl when the caller sent none. */
+    struct curl_slist *h = x->headers, *t;
+    if (!has_header(h, "Expect")) {
+        if (!(t = curl_slist_append(h, "Expect:")))
+            goto oom;
+        h = x->headers = t;
+    }
+    if (body && !has_header(h, "Content-Type")) {
+        if (!(t = curl_slist_append(h, "Content-Type:")))
+            goto oom;
+        h = x->headers = t;
+    }
+    if (curl_easy_setopt(e, CURLOPT_HTTPHEADER, h) != CURLE_OK)
+        goto oom;
+    return 0;
+oom:
+    snprintf(x->reason, sizeof(x->reason), "out of memory");
+    return -1;
+}
+
+struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_request *req,
+                                     const struct upstream_callbacks *cb, void *ud, char *err,
+                                     size_t errlen)
+{
+    if (!u || !req || !cb) {
+        set_err(err, errlen, "upstream_start: missing argument");
+        if (req)
+            curl_slist_free_all(req->headers);
+        return NULL;
+    }
+    if (!req->url || !req->url[0]) {
+        set_err(err, errlen, "upstream_start: no URL");
+        curl_slist_free_all(req->headers);
+        return NULL;
+    }
+    if (!req->body && req->body_len > 0) {
+        set_err(err, errlen, "upstream_start: body_len without body");
+        curl_slist_free_all(req->headers);
+        return NULL;
+    }
+    struct upstream_xfer *x = calloc(1, sizeof(*x));
+    if (!x) {
+        set_err(err, errlen, "out of memory");
+        curl_slist_free_all(req->headers);
+        return NULL;
+    }
+    x->u = u;
+    x->cb = *cb;
+    x->ud = ud;
+    x->headers = req->headers;
+    x->next = u->xfers;
+    if (u->xfers)
+        u->xfers->prev = x;
+    u->xfers = x;
+    x->easy = curl_easy_init();
+    if (!x->easy) {
+        set_err(err, errlen, "curl_easy_init failed");
+        xfer_free(x);
+        return NULL;
+    }
+    if (setup_easy(x, req) < 0) {
+        set_err(err, errlen, x->reason);
+        xfer_free(x);
+        return NULL;
+    }
+    if (u->in_curl) {
+        pend_add(x, UP_PEND_ADD); /* libcurl refuses add_handle from its callbacks */
+    } else {
+        CURLMcode mc = curl_multi_add_handle(u->multi, x->easy);
+        if (mc != CURLM_OK) {
+            if (err && errlen > 0)
+                snprintf(err, errlen, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
+            xfer_free(x);
+            return NULL;
+        }
+        x->in_multi = true;
+    }
+    u->active++;
+    return x;
+}
+
+void upstream_resume(struct upstream_xfer *x)
+{
+    if (!x || x->cancelled || x->finishing || x->aborted)
+        return;
+    if (x->u->in_curl || !x->in_multi)
+        pend_add(x, UP_PEND_RESUME);
+    else
+        resume_now(x);
+}
+
+void upstream_cancel(struct upstream_xfer *x)
+{
+    if (!x || x->cancelled)
+        return;
+    struct upstream *u = x->u;
+    x->cancelled = true;
+    if (x->finishing)
+        return; /* finish() frees it when on_done returns */
+    u->active--;
+    if (u->in_curl)
+        pend_add(x, 0); /* removed from the multi by the kick; its callbacks return 0 now */
+    else
+        xfer_free(x);
+}
+
+size_t upstream_active(const struct upstream *u)
+{
+    return u ? u->active : 0;
+}
+
+int upstream_global_init(void)
+{
+    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
+}
+
+void upstream_global_cleanup(void)
+{
+    curl_global_cleanup();
+}
