@@ -35,6 +35,7 @@
 #define CFG_MAX_RULES       256
 #define CFG_MAX_LIST        64
 #define CFG_MAX_EXTRA_PATHS 256
+#define CFG_MAX_BOLTIN_LIST 64
 #define CFG_MAX_FILE_BYTES  (4u << 20)
 #define CFG_SHOW_MAX        64 /* longest user text echoed in a message */
 
@@ -689,6 +690,9 @@ static void set_defaults(struct ctx *x)
     c->agent.engine_bind = xstrdup(x, "127.0.0.1:8081");
     c->agent.admin_socket = NULL;
     c->agent.threads = 1;
+    c->boltin.path_prefixes = xcalloc(x, 1, sizeof(char *));
+    if (c->boltin.path_prefixes && (c->boltin.path_prefixes[0] = xstrdup(x, "/v1/")))
+        c->boltin.n_path_prefixes = 1;
     c->run_dir = xstrdup(x, "./run");
     c->log_level = xstrdup(x, "info");
     for (int i = 0; i < BIND_COUNT; i++)
@@ -848,6 +852,26 @@ static char *get_string(struct ctx *x, yaml_node_t *n, const char *path)
     return s ? expand(x, n, s, path, false) : NULL;
 }
 
+/* For a message about a value that came out of ${VAR} expansion: " (from ${NAME})", so
+ * a bad environment value is traced to its variable; "" otherwise. */
+static const char *var_note(struct ctx *x, const yaml_node_t *n, char *buf, size_t len)
+{
+    buf[0] = 0;
+    if (n->type != YAML_SCALAR_NODE)
+        return buf;
+    const char *raw = (const char *)n->data.scalar.value;
+    if (!strstr(raw, "${"))
+        return buf;
+    char *name = whole_var_ref(x, raw, false);
+    if (name)
+        snprintf(buf, len, " (from ${%s})", name);
+    else
+        snprintf(buf, len, " (after ${...} expansion)");
+    free(name);
+    return buf;
+}
+#define VAR_NOTE(n) var_note(x, (n), (char[160]){0}, 160)
+
 static int get_bool(struct ctx *x, yaml_node_t *n, const char *path, bool *out)
 {
     char *s = get_string(x, n, path);
@@ -855,7 +879,7 @@ static int get_bool(struct ctx *x, yaml_node_t *n, const char *path, bool *out)
         return -1;
     int r = parse_bool_word(s, out);
     if (r != 0)
-        err_node(x, n, "%s: expected a boolean (true or false)", path);
+        err_node(x, n, "%s: expected a boolean (true or false)%s", path, VAR_NOTE(n));
     free(s);
     return r;
 }
@@ -873,9 +897,9 @@ static int get_int(struct ctx *x, yaml_node_t *n, const char *path, long long mi
     int r = parse_int_range(s, min, max, out);
     free(s);
     if (r == -1)
-        err_node(x, n, "%s: expected an integer", path);
+        err_node(x, n, "%s: expected an integer%s", path, VAR_NOTE(n));
     else if (r == -2)
-        err_node(x, n, "%s: must be between %lld and %lld", path, min, max);
+        err_node(x, n, "%s: must be between %lld and %lld%s", path, min, max, VAR_NOTE(n));
     return r == 0 ? 0 : -1;
 }
 
@@ -895,7 +919,7 @@ static int get_enum(struct ctx *x, yaml_node_t *n, const char *path, const char 
         return -1;
     int r = enum_from_str(names, count, s);
     if (r < 0)
-        err_node(x, n, "%s: must be one of %s (got '%s')", path, list, SHOW(s));
+        err_node(x, n, "%s: must be one of %s (got '%s')%s", path, list, SHOW(s), VAR_NOTE(n));
     free(s);
     return r;
 }
@@ -1218,8 +1242,8 @@ static bool valid_extra_path(const char *s)
     if (s[0] != '/')
         return false;
     for (const char *p = s; *p; p++)
-        if (*p == '?' || *p == '#' || (unsigned char)*p <= 0x20 || (unsigned char)*p == 0x7f)
-            return false;
+        if (strchr("?#\"'\\", *p) || (unsigned char)*p <= 0x20 || (unsigned char)*p == 0x7f)
+            return false; /* quotes and backslashes would be parsed by HAProxy */
     return true;
 }
 
@@ -1253,7 +1277,8 @@ static void parse_intercept(struct ctx *x, yaml_node_t *n)
             if (!s)
                 continue;
             if (!valid_extra_path(s)) {
-                err_node(x, e, "%s: must start with '/' and contain no '?', '#' or spaces", path);
+                err_node(x, e, "%s: must start with '/' and contain no '?', '#', quotes or spaces",
+                         path);
                 free(s);
                 continue;
             }
@@ -1772,6 +1797,91 @@ static void parse_agent(struct ctx *x, yaml_node_t *n)
     }
 }
 
+static void str_list_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* A host name for boltin.hosts: letters, digits, '.', '-', '_', at most 253 bytes, no port. */
+static bool valid_boltin_host(const char *s)
+{
+    size_t n = strlen(s);
+    return n > 0 && n <= 253 && valid_host_chars(s, n) && s[0] != '.' && s[0] != '-';
+}
+
+/* One list of boltin strings; `check` says whether an entry is acceptable and `what`
+ * describes acceptable entries in the message. Replaces the previous (default) list, so
+ * `path_prefixes: []` means "any path". */
+static void parse_str_list(struct ctx *x, yaml_node_t *v, const char *path,
+                           bool (*check)(const char *), const char *what, bool lower, char ***out,
+                           size_t *count)
+{
+    if (!expect_type(x, v, YAML_SEQUENCE_NODE, path))
+        return;
+    size_t total = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    if (total > CFG_MAX_BOLTIN_LIST) {
+        err_node(x, v, "%s: too many entries (at most %d)", path, CFG_MAX_BOLTIN_LIST);
+        return;
+    }
+    str_list_free(*out, *count);
+    *count = 0;
+    *out = xcalloc(x, total, sizeof(**out));
+    if (!*out)
+        return;
+    for (size_t i = 0; i < total; i++) {
+        yaml_node_t *e = node(x, v->data.sequence.items.start[i]);
+        char ep[96];
+        snprintf(ep, sizeof(ep), "%s[%zu]", path, i);
+        char *s = get_string(x, e, ep);
+        if (!s)
+            continue;
+        if (!check(s)) {
+            err_node(x, e, "%s: %s (got '%s')", ep, what, SHOW(s));
+            free(s);
+            continue;
+        }
+        for (char *p = s; lower && *p; p++)
+            if (*p >= 'A' && *p <= 'Z')
+                *p = (char)(*p - 'A' + 'a');
+        bool dup = false;
+        for (size_t k = 0; k < *count && !dup; k++)
+            dup = strcmp((*out)[k], s) == 0;
+        if (dup) {
+            err_node(x, e, "%s: '%s' is listed twice", ep, SHOW(s));
+            free(s);
+            continue;
+        }
+        (*out)[(*count)++] = s;
+    }
+}
+
+static void parse_boltin(struct ctx *x, yaml_node_t *n)
+{
+    static const char *const keys[] = {"hosts", "path_prefixes"};
+    static const struct keyset ks = KEYSET_NOIG(keys);
+    if (is_null(n) || !expect_type(x, n, YAML_MAPPING_NODE, "boltin"))
+        return;
+    struct lr_config *c = x->c;
+    uint64_t seen = 0;
+    yaml_node_t *k, *v;
+    FOR_PAIRS(x, n, k, v)
+    {
+        const char *key = map_key(x, k, &ks, &seen);
+        if (!key || is_null(v))
+            continue;
+        if (strcmp(key, "hosts") == 0)
+            parse_str_list(x, v, "boltin.hosts", valid_boltin_host,
+                           "must be a host name (letters, digits, '.', '-', '_'; no port)", true,
+                           &c->boltin.hosts, &c->boltin.n_hosts);
+        else
+            parse_str_list(x, v, "boltin.path_prefixes", valid_extra_path,
+                           "must start with '/' and contain no '?', '#', quotes or spaces", false,
+                           &c->boltin.path_prefixes, &c->boltin.n_path_prefixes);
+    }
+}
+
 static void parse_logging(struct ctx *x, yaml_node_t *n)
 {
     static const char *const keys[] = {"level"};
@@ -1802,7 +1912,7 @@ static void parse_root(struct ctx *x, yaml_node_t *root)
 {
     static const char *const keys[] = {"api_dialect", "providers",   "bypass",  "intercept",
                                        "routing",     "http_server", "haproxy", "agent",
-                                       "run_dir",     "logging"};
+                                       "run_dir",     "logging",     "boltin"};
     /* LunaRoute's top-level keys we accept and ignore: ServerConfig's host, port,
      * session_recording, session_stats_max_sessions, ui; and server, observability,
      * listeners from its shipped example configs. host/port are not mapped onto
@@ -1842,6 +1952,8 @@ static void parse_root(struct ctx *x, yaml_node_t *root)
             parse_agent(x, v);
         else if (strcmp(key, "logging") == 0)
             parse_logging(x, v);
+        else if (strcmp(key, "boltin") == 0)
+            parse_boltin(x, v);
         else if (strcmp(key, "run_dir") == 0) {
             if (is_null(v))
                 continue;
@@ -2144,6 +2256,31 @@ static void validate(struct ctx *x)
         free(hosts[i]);
 }
 
+/* Errors in file order (line, then column), then those not tied to a position (environment
+ * variables, "too many errors") in the order they were found. Stable insertion sort. */
+static bool err_before(const struct cfg_error *a, const struct cfg_error *b)
+{
+    bool pa = a->file && a->line > 0, pb = b->file && b->line > 0;
+    if (pa != pb)
+        return pa;
+    if (!pa)
+        return false;
+    return a->line < b->line || (a->line == b->line && a->col < b->col);
+}
+
+static void sort_errors(struct cfg_errors *e)
+{
+    for (size_t i = 1; i < e->n; i++) {
+        struct cfg_error v = e->v[i];
+        size_t j = i;
+        while (j > 0 && err_before(&v, &e->v[j - 1])) {
+            e->v[j] = e->v[j - 1];
+            j--;
+        }
+        e->v[j] = v;
+    }
+}
+
 /* Highest priority first; equal priorities keep file order (stable insertion sort). */
 static void sort_rules(struct lr_config *c)
 {
@@ -2182,6 +2319,8 @@ void config_free(struct lr_config *c)
     free(c->agent.spoa_bind);
     free(c->agent.engine_bind);
     free(c->agent.admin_socket);
+    str_list_free(c->boltin.hosts, c->boltin.n_hosts);
+    str_list_free(c->boltin.path_prefixes, c->boltin.n_path_prefixes);
     free(c->run_dir);
     free(c->log_level);
     free(c);
@@ -2212,6 +2351,7 @@ static int load(const char *yaml, size_t len, const char *name, cfg_getenv_fn en
         x.too_many = false;
         err_plain(&x, "out of memory while loading the configuration");
     }
+    sort_errors(errs);
     scrub_errors(&x);
     for (size_t i = 0; i < x.n_secrets; i++)
         free(x.secrets[i]);

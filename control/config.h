@@ -12,7 +12,12 @@ struct cfg_pos {
     int line, col; /* 1-based; 0 when the value did not come from the file */
 };
 
-enum cfg_dialect { CFG_DIALECT_OPENAI = 0, CFG_DIALECT_ANTHROPIC, CFG_DIALECT_BOTH, CFG_DIALECT_COUNT };
+enum cfg_dialect {
+    CFG_DIALECT_OPENAI = 0,
+    CFG_DIALECT_ANTHROPIC,
+    CFG_DIALECT_BOTH,
+    CFG_DIALECT_COUNT
+};
 enum cfg_provider_type { CFG_PROVIDER_OPENAI = 0, CFG_PROVIDER_ANTHROPIC, CFG_PROVIDER_TYPE_COUNT };
 enum cfg_failure_mode { CFG_FAILURE_STATIC = 0, CFG_FAILURE_REJECT, CFG_FAILURE_MODE_COUNT };
 enum cfg_strategy {
@@ -100,6 +105,15 @@ struct lr_config {
         char *admin_socket; /* NULL = <run_dir>/agent.sock */
         unsigned threads;
     } agent;
+    /* render --mode boltin: which requests of the fleet's frontend are LLM traffic. A
+     * request is when its Host is one of `hosts` (any host when empty) and its path starts
+     * with one of `path_prefixes` (any path when empty). Default: any host, "/v1/". */
+    struct {
+        char **hosts; /* lower case, no port */
+        size_t n_hosts;
+        char **path_prefixes; /* each starts with '/' */
+        size_t n_path_prefixes;
+    } boltin;
     char *run_dir;
     char *log_level;
 };

@@ -311,39 +311,81 @@ static void out_backends(struct out *o, const struct lr_config *c)
             out_provider_backend(o, &c->providers[i]);
 }
 
-/* Sets route/provider/backend for requests the agent did not answer and that match `cond`
- * (an ACL expression, may be empty). The backend is set last: once it is set,
- * lr_answered holds and later lines of the chain no longer apply. */
-static void out_static_target(struct out *o, const char *cond, const struct cfg_provider *p)
+/* Sets route/provider/backend for requests matching `guard` (the agent did not answer,
+ * and in boltin mode the request is LLM traffic) and one of `terms` (ACL expressions; none
+ * means always). The backend is set last: once it is set, lr_answered holds and later
+ * lines of the chain no longer apply. */
+static void out_static_target(struct out *o, const char *guard, const char *const *terms,
+                              size_t n_terms, const struct cfg_provider *p)
 {
+    char cond[256];
+    size_t off = 0;
+    if (n_terms == 0)
+        off = (size_t)snprintf(cond, sizeof(cond), "%s", guard);
+    for (size_t i = 0; i < n_terms && off < sizeof(cond); i++)
+        off += (size_t)snprintf(cond + off, sizeof(cond) - off, "%s%s %s", i ? " || " : "", guard,
+                                terms[i]);
     const char *pfx = "    http-request set-var(txn." LR_SPOE_VAR_PREFIX ".";
-    char sep[8] = "";
-    if (cond[0])
-        snprintf(sep, sizeof(sep), " ");
     if (!p) {
-        outf(o, "%s" LR_VAR_ROUTE ") str(engine) if !lr_answered%s%s\n", pfx, sep, cond);
-        outf(o, "%s" LR_VAR_BACKEND ") str(" LR_ENGINE_BACKEND ") if !lr_answered%s%s\n", pfx, sep,
-             cond);
+        outf(o, "%s" LR_VAR_ROUTE ") str(engine) if %s\n", pfx, cond);
+        outf(o, "%s" LR_VAR_BACKEND ") str(" LR_ENGINE_BACKEND ") if %s\n", pfx, cond);
         return;
     }
-    outf(o, "%s" LR_VAR_ROUTE ") str(bypass) if !lr_answered%s%s\n", pfx, sep, cond);
-    outf(o, "%s" LR_VAR_PROVIDER ") str(%s) if !lr_answered%s%s\n", pfx, p->name, sep, cond);
-    outf(o, "%s" LR_VAR_BACKEND ") str(" LR_PROVIDER_BACKEND_PREFIX "%s) if !lr_answered%s%s\n",
-         pfx, p->name, sep, cond);
+    outf(o, "%s" LR_VAR_ROUTE ") str(bypass) if %s\n", pfx, cond);
+    outf(o, "%s" LR_VAR_PROVIDER ") str(%s) if %s\n", pfx, p->name, cond);
+    outf(o, "%s" LR_VAR_BACKEND ") str(" LR_PROVIDER_BACKEND_PREFIX "%s) if %s\n", pfx, p->name,
+         cond);
 }
 
-/* Anthropic namespace or Anthropic headers, for one !lr_answered chain line. */
-#define ANTHROPIC_COND "lr_anthropic_ns || !lr_answered lr_anthropic_hdr"
+/* The boltin scope ACLs (a request of the fleet's frontend is LLM traffic when both hold;
+ * an absent one always holds), shared by the snippet and the SPOE message condition.
+ * Returns the condition naming them ("lr_llm_host lr_llm_path", "" for everything). */
+static const char *out_scope_acls(struct out *o, const struct lr_config *c)
+{
+    if (c->boltin.n_hosts) {
+        outf(o, "    acl lr_llm_host req.hdr(host),field(1,:) -i");
+        for (size_t i = 0; i < c->boltin.n_hosts; i++)
+            outf(o, " %s", c->boltin.hosts[i]);
+        outf(o, "\n");
+    }
+    if (c->boltin.n_path_prefixes) {
+        outf(o, "    acl lr_llm_path path_beg");
+        for (size_t i = 0; i < c->boltin.n_path_prefixes; i++)
+            outf(o, " %s", c->boltin.path_prefixes[i]);
+        outf(o, "\n");
+    }
+    if (c->boltin.n_hosts && c->boltin.n_path_prefixes)
+        return "lr_llm_host lr_llm_path";
+    if (c->boltin.n_hosts)
+        return "lr_llm_host";
+    if (c->boltin.n_path_prefixes)
+        return "lr_llm_path";
+    return "";
+}
+
+/* Anthropic namespace or Anthropic headers: two OR terms of one static chain step. */
+static const char *const anthropic_terms[] = {"lr_anthropic_ns", "lr_anthropic_hdr"};
 
 /* The frontend rules shared by standalone and boltin: SPOE filter, ACLs mirroring the
- * classifier, the failure counting, the static fallback (or the 503), the whitelist map. */
+ * classifier, the failure counting, the static fallback (or the 503), the whitelist map.
+ * In boltin mode every rule is also conditioned on lr_llm, so the fleet's other traffic
+ * is neither classified nor counted nor routed here. */
 static void out_frontend_rules(struct out *o, const struct lr_config *c,
-                               const struct render_paths *p)
+                               const struct render_paths *p, enum render_mode mode)
 {
     static const char *const defaults[] = {LR_DEFAULT_INTERCEPT_PATHS};
+    bool boltin = mode == RENDER_BOLTIN;
+    const char *guard = boltin ? "lr_llm !lr_answered" : "!lr_answered";
 
     outf(o, "    filter spoe engine %s config %s\n", LR_SPOE_ENGINE, p->spoe_conf);
     outf(o, "\n");
+    if (boltin) {
+        outf(o, "    # LLM traffic: the same test as the SPOE message's condition.\n");
+        const char *scope = out_scope_acls(o, c);
+        outf(o, "    http-request set-var(txn.lr_llm) bool(true)%s%s\n", scope[0] ? " if " : "",
+             scope);
+        outf(o, "    acl lr_llm var(txn.lr_llm) -m bool\n");
+    }
     /* Referencing every variable the agent sets also registers its name: HAProxy 2.6's
      * SPOE only sets variables already known from the configuration. */
     outf(o, "    acl lr_answered var(txn.%s.%s) -m found\n", LR_SPOE_VAR_PREFIX, LR_VAR_BACKEND);
@@ -362,39 +404,42 @@ static void out_frontend_rules(struct out *o, const struct lr_config *c,
     outf(o, "    acl lr_anthropic_hdr req.hdr_cnt(x-api-key) gt 0\n");
     outf(o, "\n");
     outf(o, "    # The agent did not answer: count it (table lr_spoe_errors, gpc0).\n");
-    outf(o, "    http-request track-sc2 int(1) table lr_spoe_errors if !lr_answered\n");
-    outf(o, "    http-request sc-inc-gpc0(2) if !lr_answered\n");
+    outf(o, "    http-request track-sc2 int(1) table lr_spoe_errors if %s\n", guard);
+    outf(o, "    http-request sc-inc-gpc0(2) if %s\n", guard);
 
     if (c->haproxy.failure_mode == CFG_FAILURE_REJECT) {
-        outf(o, "    http-request return status 503 content-type application/json string "
-                "'{\"error\":{\"message\":\"LunaRoute agent unavailable\",\"type\":"
-                "\"service_unavailable\",\"code\":503}}' if !lr_answered\n");
+        outf(o,
+             "    http-request return status 503 content-type application/json string "
+             "'{\"error\":{\"message\":\"LunaRoute agent unavailable\",\"type\":"
+             "\"service_unavailable\",\"code\":503}}' if %s\n",
+             guard);
     } else {
         outf(o, "    # Static fallback, same rules as the agent's classifier; first match "
                 "wins.\n");
-        out_static_target(o, "lr_intercept", NULL);
+        static const char *const intercept[] = {"lr_intercept"};
+        out_static_target(o, guard, intercept, 1, NULL);
         if (!c->bypass_enabled) {
-            out_static_target(o, "", NULL);
+            out_static_target(o, guard, NULL, 0, NULL);
         } else if (!c->bypass_provider || strcmp(c->bypass_provider, "auto") == 0) {
             const struct cfg_provider *a = pick_auto(c, CFG_PROVIDER_ANTHROPIC);
             const struct cfg_provider *oa = pick_auto(c, CFG_PROVIDER_OPENAI);
             if (a != oa)
-                out_static_target(o, ANTHROPIC_COND, a);
-            out_static_target(o, "", oa);
+                out_static_target(o, guard, anthropic_terms, 2, a);
+            out_static_target(o, guard, NULL, 0, oa);
         } else {
             const struct cfg_provider *named = find_enabled(c, c->bypass_provider);
             if (named && named->type != CFG_PROVIDER_ANTHROPIC) {
                 const struct cfg_provider *a = pick_of_type(c, CFG_PROVIDER_ANTHROPIC);
                 if (a)
-                    out_static_target(o, "lr_anthropic_ns", a);
+                    out_static_target(o, guard, anthropic_terms, 1, a);
             }
-            out_static_target(o, "", named);
+            out_static_target(o, guard, NULL, 0, named);
         }
     }
     outf(o, "\n");
     /* Whitelist: an unexpected value can never select lr_spoa or a foreign backend. */
-    outf(o, "    use_backend %%[var(txn.%s.%s),map(%s,%s)]\n", LR_SPOE_VAR_PREFIX, LR_VAR_BACKEND,
-         p->routes_map, LR_ENGINE_BACKEND);
+    outf(o, "    use_backend %%[var(txn.%s.%s),map(%s,%s)]%s\n", LR_SPOE_VAR_PREFIX, LR_VAR_BACKEND,
+         p->routes_map, LR_ENGINE_BACKEND, boltin ? " if lr_llm" : "");
 }
 
 char *render_haproxy_cfg(const struct lr_config *c, const struct render_paths *p)
@@ -432,7 +477,7 @@ char *render_haproxy_cfg(const struct lr_config *c, const struct render_paths *p
          " provider=%%[var(txn.%s.%s)] spoe_error=%%[var(txn.%s.error)]\"\n",
          LR_SPOE_VAR_PREFIX, LR_VAR_ROUTE, LR_SPOE_VAR_PREFIX, LR_VAR_BACKEND, LR_SPOE_VAR_PREFIX,
          LR_VAR_PROVIDER, LR_SPOE_VAR_PREFIX);
-    out_frontend_rules(&o, c, p);
+    out_frontend_rules(&o, c, p, RENDER_STANDALONE);
     outf(&o, "    default_backend %s\n", LR_ENGINE_BACKEND);
     outf(&o, "\n");
 
@@ -450,7 +495,7 @@ char *render_haproxy_cfg(const struct lr_config *c, const struct render_paths *p
 }
 
 /* Boltin: backends only, loaded by the fleet with an extra -f. */
-static char *render_backends_cfg(const struct lr_config *c)
+char *render_backends_cfg(const struct lr_config *c)
 {
     struct out o = {0};
     outf(&o, "# LunaRoute backends, rendered by lunaroute-control from ");
@@ -461,23 +506,28 @@ static char *render_backends_cfg(const struct lr_config *c)
     return out_finish(&o);
 }
 
-static char *render_frontend_snippet(const struct lr_config *c, const struct render_paths *p)
+char *render_frontend_snippet(const struct lr_config *c, const struct render_paths *p)
 {
     struct out o = {0};
-    outf(&o,
-         "    # ---- LunaRoute: paste into your HTTP frontend (rendered by lunaroute-control).\n"
-         "    # Put these lines before your own use_backend rules; requests the agent sends\n"
-         "    # to LunaRoute backends are switched here, the rest of your rules keep "
-         "working.\n"
-         "    # Needs lunaroute-backends.cfg loaded with an extra -f.\n");
-    out_frontend_rules(&o, c, p);
+    outf(&o, "    # ---- LunaRoute: paste into your HTTP frontend (rendered by lunaroute-control "
+             "from ");
+    out_source(&o, c);
+    outf(&o, ").\n"
+             "    # Put these lines before your own use_backend rules. Only LLM traffic (acl "
+             "lr_llm:\n"
+             "    # boltin.hosts and boltin.path_prefixes) is classified and routed here; "
+             "every other\n"
+             "    # request is left to your own rules. Uses sticky counter sc2 for LLM "
+             "requests only.\n"
+             "    # Needs lunaroute-backends.cfg loaded with an extra -f.\n");
+    out_frontend_rules(&o, c, p, RENDER_BOLTIN);
     outf(&o, "    # ---- end of LunaRoute\n");
     return out_finish(&o);
 }
 
-char *render_spoe_conf(const struct lr_config *c, const struct render_paths *p)
+char *render_spoe_conf(const struct lr_config *c, const struct render_paths *p,
+                       enum render_mode mode)
 {
-    (void)c;
     (void)p;
     struct out o = {0};
     outf(&o, "# Rendered by lunaroute-control. Do not edit: re-render instead.\n");
@@ -500,7 +550,13 @@ char *render_spoe_conf(const struct lr_config *c, const struct render_paths *p)
          "%s=req.hdr_cnt(x-api-key) %s=http_auth_type,lower\n",
          LR_ARG_METHOD, LR_ARG_PATH, LR_ARG_ANTHROPIC_VERSION, LR_ARG_X_API_KEY,
          LR_ARG_AUTH_SCHEME);
-    outf(&o, "    event on-frontend-http-request\n");
+    if (mode == RENDER_BOLTIN) {
+        /* Only LLM traffic of the fleet's frontend is sent to the agent. */
+        const char *scope = out_scope_acls(&o, c);
+        outf(&o, "    event on-frontend-http-request%s%s\n", scope[0] ? " if " : "", scope);
+    } else {
+        outf(&o, "    event on-frontend-http-request\n");
+    }
     return out_finish(&o);
 }
 
@@ -849,7 +905,7 @@ int render_write_all(const struct lr_config *c, enum render_mode mode, const cha
         files[n++] = (struct rfile){"lunaroute-backends.cfg", render_backends_cfg(c), 0644};
         files[n++] = (struct rfile){"frontend-snippet.cfg", render_frontend_snippet(c, &p), 0644};
     }
-    files[n++] = (struct rfile){"spoe-lunaroute.conf", render_spoe_conf(c, &p), 0644};
+    files[n++] = (struct rfile){"spoe-lunaroute.conf", render_spoe_conf(c, &p, mode), 0644};
     files[n++] = (struct rfile){"routes.map", render_routes_map(c), 0644};
     files[n++] = (struct rfile){"agent.json", render_agent_json(c, &p), 0600};
 

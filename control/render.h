@@ -24,9 +24,16 @@ struct render_paths {
 
 /* Each returns a malloc'd NUL-terminated string, or NULL on allocation failure. */
 char *render_haproxy_cfg(const struct lr_config *c, const struct render_paths *p);
-char *render_spoe_conf(const struct lr_config *c, const struct render_paths *p);
+/* The SPOE message fires for every request in standalone mode, and only for the boltin
+ * scope (boltin.hosts, boltin.path_prefixes) in boltin mode. */
+char *render_spoe_conf(const struct lr_config *c, const struct render_paths *p,
+                       enum render_mode mode);
 char *render_routes_map(const struct lr_config *c);
 char *render_agent_json(const struct lr_config *c, const struct render_paths *p);
+/* Boltin: the backends a fleet loads with an extra -f, and the lines to paste into its
+ * frontend (scoped to boltin.hosts / boltin.path_prefixes). */
+char *render_backends_cfg(const struct lr_config *c);
+char *render_frontend_snippet(const struct lr_config *c, const struct render_paths *p);
 
 /* Writes every file of `mode` into out_dir (created 0700 if missing). Standalone:
  * haproxy.cfg, spoe-lunaroute.conf, routes.map, agent.json. Boltin: lunaroute-backends.cfg,

@@ -956,13 +956,13 @@ static void test_error_positions(void **state)
     /* intercept */
     fails_with("intercept:\n  extra_paths: [/ok, v1/x]\n", NULL,
                "t.yaml:2:22: intercept.extra_paths[1]: must start with '/' and contain no '?', "
-               "'#' or spaces");
+               "'#', quotes or spaces");
     fails_with("intercept:\n  extra_paths: [\"/a?b\"]\n", NULL,
                "t.yaml:2:17: intercept.extra_paths[0]: must start with '/' and contain no '?', "
-               "'#' or spaces");
+               "'#', quotes or spaces");
     fails_with("intercept:\n  extra_paths: [\"/a b\"]\n", NULL,
                "t.yaml:2:17: intercept.extra_paths[0]: must start with '/' and contain no '?', "
-               "'#' or spaces");
+               "'#', quotes or spaces");
     /* rules */
     fails_with("routing:\n  rules:\n    - name: r\n      model_pattern: \"(unclosed\"\n"
                "      primary: openai\n",
@@ -1153,6 +1153,110 @@ static void test_aliases_and_odd_yaml(void **state)
     fails_with(nul, NULL, "t.yaml:1:10: run_dir: contains a NUL character");
 }
 
+/* render --mode boltin scope: defaults, parsing, normalisation, errors. */
+static void test_boltin_section(void **state)
+{
+    (void)state;
+    struct lr_config *c = ok(NULL, NULL);
+    assert_int_equal(c->boltin.n_hosts, 0);
+    assert_int_equal(c->boltin.n_path_prefixes, 1);
+    assert_string_equal(c->boltin.path_prefixes[0], "/v1/");
+    config_free(c);
+
+    c = ok("boltin:\n  hosts: [LLM.Example.com, api.internal]\n"
+           "  path_prefixes: [/v1/, /llm/]\n",
+           NULL);
+    assert_int_equal(c->boltin.n_hosts, 2);
+    assert_string_equal(c->boltin.hosts[0], "llm.example.com");
+    assert_string_equal(c->boltin.hosts[1], "api.internal");
+    assert_int_equal(c->boltin.n_path_prefixes, 2);
+    assert_string_equal(c->boltin.path_prefixes[1], "/llm/");
+    config_free(c);
+
+    /* an empty list lifts the restriction; null keeps the default */
+    c = ok("boltin: {hosts: [llm.local], path_prefixes: []}\n", NULL);
+    assert_int_equal(c->boltin.n_path_prefixes, 0);
+    config_free(c);
+    c = ok("boltin: {path_prefixes: null}\n", NULL);
+    assert_int_equal(c->boltin.n_path_prefixes, 1);
+    config_free(c);
+
+    struct fake_env env = {{"LLM_HOST", "llm.corp", NULL}};
+    c = ok("boltin: {hosts: [\"${LLM_HOST}\"]}\n", &env);
+    assert_string_equal(c->boltin.hosts[0], "llm.corp");
+    config_free(c);
+
+    fails_with("boltin: {hosts: [\"llm:443\"]}\n", NULL,
+               "t.yaml:1:18: boltin.hosts[0]: must be a host name (letters, digits, '.', '-', "
+               "'_'; no port) (got 'llm:443')");
+    fails_with("boltin: {hosts: [a, A]}\n", NULL,
+               "t.yaml:1:21: boltin.hosts[1]: 'a' is listed twice");
+    fails_with("boltin: {path_prefixes: [\"/v1/\", \"/a b\"]}\n", NULL,
+               "t.yaml:1:34: boltin.path_prefixes[1]: must start with '/' and contain no '?', "
+               "'#', quotes or spaces (got '/a b')");
+    fails_with("boltin: {path_prefixes: ['/a\"b']}\n", NULL,
+               "t.yaml:1:26: boltin.path_prefixes[0]: must start with '/' and contain no '?', "
+               "'#', quotes or spaces (got '/a\"b')");
+    fails_with("boltin: {path_prefixes: /v1/}\n", NULL,
+               "t.yaml:1:25: boltin.path_prefixes: expected a list");
+    fails_with("boltin: {host: [x]}\n", NULL,
+               "t.yaml:1:10: unknown key 'host' (did you mean 'hosts'?)");
+    fails_with("boltin: [x]\n", NULL, "t.yaml:1:9: boltin: expected a mapping");
+}
+
+/* Issue 4's validate list, all in one file: each error with its exact position, in file
+ * order, then the environment's. */
+static void test_validate_catalogue(void **state)
+{
+    (void)state;
+    struct fake_env env = {{"THREADS", "many", "LUNAROUTE_BYPASS_ENABLED", "maybe", NULL}};
+    struct lr_config *c = NULL;
+    int rc =
+        load_env("providers:\n"
+                 "  openai: {base_url: \"api.openai.com\"}\n"
+                 "  anthropic: {base_url: \"https://\"}\n"
+                 "  groq: {provider_type: openai, base_url: https://api.groq.com, http_client: "
+                 "{max_retries: 11}}\n"
+                 "routing:\n"
+                 "  rules:\n"
+                 "    - {name: bad-re, model_pattern: \"gpt-(4\", primary: openai}\n"
+                 "    - {name: ghost, model_pattern: \"^x\", primary: nobody, fallbacks: [openai, "
+                 "phantom]}\n"
+                 "haproxy: {bind: \"127.0.0.1:9000\", stats_bind: \"127.0.0.1:9000\", maxconn: 0}\n"
+                 "agent: {threads: \"${THREADS}\"}\n"
+                 "logging: {levle: info}\n",
+                 &env, &c);
+    assert_int_equal(rc, -1);
+    assert_string_equal(
+        all_errs,
+        "t.yaml:2:22: providers.openai.base_url: must start with http:// or https://\n"
+        "t.yaml:3:25: providers.anthropic.base_url: has no host\n"
+        "t.yaml:4:92: providers.groq.http_client.max_retries: must be between 0 and 10\n"
+        "t.yaml:7:37: routing.rules[0].model_pattern: invalid regular expression: Unmatched ( "
+        "or \\(\n"
+        "t.yaml:8:51: rule 'ghost': unknown provider 'nobody'\n"
+        "t.yaml:8:79: rule 'ghost': unknown provider 'phantom'\n"
+        "t.yaml:9:47: haproxy.stats_bind 127.0.0.1:9000 clashes with haproxy.bind "
+        "127.0.0.1:9000\n"
+        "t.yaml:9:74: haproxy.maxconn: must be between 1 and 1000000\n"
+        "t.yaml:10:18: agent.threads: expected an integer (from ${THREADS})\n"
+        "t.yaml:11:11: unknown key 'levle' (did you mean 'level'?)\n"
+        "LUNAROUTE_BYPASS_ENABLED: expected true/1/yes/on or false/0/no/off (got 'maybe')\n");
+
+    /* a bad value inside a larger expansion, a bad enum and bool from the environment */
+    struct fake_env env2 = {{"N", "9", "MODE", "loud", "ON", "sometimes", NULL}};
+    rc = load_env("haproxy: {maxconn: \"${N}0000000\", failure_mode: \"${MODE}\"}\n"
+                  "bypass: {enabled: \"${ON}\"}\n",
+                  &env2, &c);
+    assert_int_equal(rc, -1);
+    assert_string_equal(
+        all_errs,
+        "t.yaml:1:20: haproxy.maxconn: must be between 1 and 1000000 (after ${...} expansion)\n"
+        "t.yaml:1:49: haproxy.failure_mode: must be one of static, reject (got 'loud') (from "
+        "${MODE})\n"
+        "t.yaml:2:19: bypass.enabled: expected a boolean (true or false) (from ${ON})\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1176,6 +1280,8 @@ int main(void)
         cmocka_unit_test(test_secrets_never_in_errors),
         cmocka_unit_test(test_base_url_table),
         cmocka_unit_test(test_aliases_and_odd_yaml),
+        cmocka_unit_test(test_boltin_section),
+        cmocka_unit_test(test_validate_catalogue),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -155,6 +155,12 @@ static void cfg_del(struct lr_config *c)
     free(c->agent.spoa_bind);
     free(c->agent.engine_bind);
     free(c->agent.admin_socket);
+    for (size_t i = 0; i < c->boltin.n_hosts; i++)
+        free(c->boltin.hosts[i]);
+    free(c->boltin.hosts);
+    for (size_t i = 0; i < c->boltin.n_path_prefixes; i++)
+        free(c->boltin.path_prefixes[i]);
+    free(c->boltin.path_prefixes);
     free(c->run_dir);
     free(c->log_level);
     free(c->source_file);
@@ -241,7 +247,7 @@ static void test_key_configured(void **state)
     assert_contains(an, "    http-request set-header anthropic-version 2023-06-01 if !{ "
                         "req.hdr(anthropic-version) -m found }\n");
 
-    char *spoe = render_spoe_conf(c, &test_paths);
+    char *spoe = render_spoe_conf(c, &test_paths, RENDER_STANDALONE);
     char *map = render_routes_map(c);
     char *json = render_agent_json(c, &test_paths);
     assert_non_null(spoe);
@@ -563,7 +569,7 @@ static void test_spoe_conf(void **state)
 {
     (void)state;
     struct lr_config *c = cfg_new();
-    char *s = render_spoe_conf(c, &test_paths);
+    char *s = render_spoe_conf(c, &test_paths, RENDER_STANDALONE);
     assert_non_null(s);
     assert_contains(s, "[lunaroute]\nspoe-agent lunaroute-agent\n");
     assert_contains(s, "    messages lunaroute-classify\n");
