@@ -43,6 +43,17 @@ struct sse_parser {
     bool seen_end;    /* a DONE or MESSAGE_STOP event was seen */
     bool seen_error;
     bool failed;
+    /* Private to sse.c. Offsets are relative to the event's first byte (pending.data once
+     * the event spans chunks). */
+    size_t line_start;           /* offset in pending of the line being read */
+    size_t event_off, event_len; /* the last "event:" value */
+    int err;                     /* returned again by every feed once failed */
+    bool has_line;               /* the event has a non-blank line (field or comment) */
+    bool has_field;              /* ... that is not a comment */
+    bool has_event, has_data;
+    bool cr_pending; /* the last byte fed was a \r ending a line: a \n next completes it */
+    bool held;       /* that \r ended the event's blank line: it is reported with the next
+                        byte, so its raw bytes do not depend on how the input was split */
 };
 
 void sse_parser_init(struct sse_parser *p);
@@ -52,5 +63,9 @@ void sse_parser_free(struct sse_parser *p); /* NULL-safe */
 #define SSE_ERR_TOO_BIG (-1000)
 typedef int (*sse_event_fn)(void *ud, const struct sse_event *ev);
 int sse_feed(struct sse_parser *p, const char *buf, size_t len, sse_event_fn fn, void *ud);
+/* At end of stream: reports an event whose blank line ended with a lone \r as the last byte
+ * fed (held back in case a \n followed). An incomplete event is not reported (the SSE spec
+ * discards it) and at_boundary stays false. Same returns as sse_feed. */
+int sse_finish(struct sse_parser *p, sse_event_fn fn, void *ud);
 
 #endif
