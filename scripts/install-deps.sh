@@ -7,7 +7,9 @@ what=${1:-test}
 pkgs=(gcc make cmake pkg-config libev-dev libjansson-dev libyaml-dev libcurl4-openssl-dev
       node-llhttp haproxy ca-certificates python3)
 case "$what" in
-  test)  pkgs+=(libcmocka-dev clang libclang-rt-14-dev curl) ;;
+  # docker-compose (1.29, Python) only validates docker-compose.yml (`docker-compose config`):
+  # no Docker engine is needed or installed; python3-yaml is how test_compose.py reads it.
+  test)  pkgs+=(libcmocka-dev clang libclang-rt-14-dev curl docker-compose python3-yaml) ;;
   bench) pkgs+=(libcmocka-dev wrk nginx-light curl) ;;
   build) ;;
   *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
