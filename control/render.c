@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -139,6 +140,40 @@ static bool is_ipv6_literal(const char *host)
     return inet_pton(AF_INET6, host, tmp) == 1;
 }
 
+/* Whether a server line should re-resolve `host` at runtime through `resolvers lr_dns`.
+ * Not for IP literals, and not for localhost names: DNS answers NXDOMAIN for them (they
+ * live in /etc/hosts), and HAProxy would then take the server down after `hold nx`. */
+static bool needs_dns(const char *host)
+{
+    size_t n = strlen(host);
+    static const char suffix[] = ".localhost";
+    if (n == 0 || is_ip_literal(host) || strcasecmp(host, "localhost") == 0)
+        return false;
+    return !(n > sizeof(suffix) - 1 && strcasecmp(host + n - (sizeof(suffix) - 1), suffix) == 0);
+}
+
+/* The host part of a "host:port" / "[v6]:port" bind, into buf; "" for wildcards. */
+static const char *bind_host(const char *bind, char *buf, size_t len)
+{
+    const char *colon = strrchr(bind, ':');
+    size_t hl = colon ? (size_t)(colon - bind) : strlen(bind);
+    if (hl >= 2 && bind[0] == '[' && bind[hl - 1] == ']') {
+        bind++;
+        hl -= 2;
+    }
+    if (hl >= len || (hl == 1 && bind[0] == '*'))
+        hl = 0;
+    memcpy(buf, bind, hl);
+    buf[hl] = 0;
+    return buf;
+}
+
+static bool bind_needs_dns(const char *bind)
+{
+    char host[256];
+    return needs_dns(bind_host(bind, host, sizeof(host)));
+}
+
 /* "host" or "[v6]" as it must appear before ":port". */
 static void out_host(struct out *o, const char *host)
 {
@@ -206,9 +241,9 @@ static const struct cfg_provider *pick_auto(const struct lr_config *c, enum cfg_
 static bool any_named_host(const struct lr_config *c)
 {
     for (size_t i = 0; i < c->n_providers; i++)
-        if (c->providers[i].enabled && !is_ip_literal(c->providers[i].host))
+        if (c->providers[i].enabled && needs_dns(c->providers[i].host))
             return true;
-    return false;
+    return bind_needs_dns(c->agent.spoa_bind) || bind_needs_dns(c->agent.engine_bind);
 }
 
 static void out_resolvers(struct out *o, const struct lr_config *c)
@@ -271,7 +306,7 @@ static void out_provider_backend(struct out *o, const struct cfg_provider *p)
             outf(o, " sni str(%s)", p->host);
         outf(o, " alpn http/1.1");
     }
-    if (!is_ip_literal(p->host))
+    if (needs_dns(p->host))
         outf(o, " init-addr last,libc,none resolvers lr_dns");
     outf(o, "\n\n");
 }
@@ -294,7 +329,8 @@ static void out_backends(struct out *o, const struct lr_config *c)
             "    timeout server 30s\n");
     outf(o, "    server agent ");
     out_connect_addr(o, c->agent.spoa_bind);
-    outf(o, " check inter 2s rise 1 fall 2\n\n");
+    outf(o, " check inter 2s rise 1 fall 2%s\n\n",
+         bind_needs_dns(c->agent.spoa_bind) ? " init-addr last,libc,none resolvers lr_dns" : "");
 
     outf(o, "backend %s\n", LR_ENGINE_BACKEND);
     outf(o, "    mode http\n"
@@ -304,7 +340,8 @@ static void out_backends(struct out *o, const struct lr_config *c)
             "    http-check expect status 200\n");
     outf(o, "    server engine ");
     out_connect_addr(o, c->agent.engine_bind);
-    outf(o, " check inter 2s\n\n");
+    outf(o, " check inter 2s%s\n\n",
+         bind_needs_dns(c->agent.engine_bind) ? " init-addr last,libc,none resolvers lr_dns" : "");
 
     for (size_t i = 0; i < c->n_providers; i++)
         if (c->providers[i].enabled)

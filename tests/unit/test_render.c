@@ -299,6 +299,31 @@ static void test_no_key(void **state)
     cfg_del(c);
 }
 
+/* Compose-style agent address: HAProxy must re-resolve it when the agent's container is
+ * replaced, so the agent server lines use the resolvers (and the section is rendered even
+ * when every provider is an IP literal). */
+static void test_agent_host_name(void **state)
+{
+    (void)state;
+    struct lr_config *c = cfg_new();
+    for (size_t i = 0; i < c->n_providers; i++)
+        c->providers[i].enabled = false;
+    set_provider(cfg_add_provider(c), "v4", CFG_PROVIDER_OPENAI, "http", "10.1.2.3", 80, "");
+    free(c->agent.spoa_bind);
+    c->agent.spoa_bind = xstrdup("agent:12345");
+    char *cfg = hcfg(c);
+    assert_contains(cfg, "\nresolvers lr_dns\n");
+    char *spoa = section(cfg, "backend lr_spoa");
+    char *engine = section(cfg, "backend lr_engine");
+    assert_contains(spoa, "    server agent agent:12345 check inter 2s rise 1 fall 2 init-addr "
+                          "last,libc,none resolvers lr_dns\n");
+    assert_contains(engine, "    server engine 127.0.0.1:8081 check inter 2s\n");
+    free(spoa);
+    free(engine);
+    free(cfg);
+    cfg_del(c);
+}
+
 static void test_server_lines(void **state)
 {
     (void)state;
@@ -325,8 +350,8 @@ static void test_server_lines(void **state)
     assert_not_contains(oa, "set-path");
 
     char *lo = section(cfg, "backend lr_provider_local");
-    assert_contains(lo, "    server local localhost:8000 init-addr last,libc,none resolvers "
-                        "lr_dns\n");
+    /* localhost is /etc/hosts-only: runtime DNS would answer NXDOMAIN and take it down. */
+    assert_contains(lo, "    server local localhost:8000\n");
     assert_not_contains(lo, "ssl");
     assert_not_contains(lo, "sni");
     assert_contains(lo, "    http-request set-header Host localhost:8000\n");
@@ -966,6 +991,7 @@ int main(void)
         cmocka_unit_test(test_key_configured),
         cmocka_unit_test(test_no_key),
         cmocka_unit_test(test_server_lines),
+        cmocka_unit_test(test_agent_host_name),
         cmocka_unit_test(test_disabled_provider_has_no_backend),
         cmocka_unit_test(test_chain_bypass_disabled),
         cmocka_unit_test(test_chain_auto),
