@@ -7,8 +7,11 @@
 #include <stdlib.h>
 
 #include "log.h"
+#include "metrics.h"
+#include "proxy.h"
 #include "server.h"
 #include "settings.h"
+#include "upstream.h"
 
 static void usage(FILE *f)
 {
@@ -70,13 +73,25 @@ int main(int argc, char **argv)
         return 2;
     }
     if (check) {
-        printf("%s: ok\n", path);
+        /* The routing section must compile too. */
+        struct engine_gen *g = engine_gen_new(s, err, sizeof(err));
         agent_settings_unref(s);
+        if (!g) {
+            fprintf(stderr, "lunaroute-agent: %s: %s\n", path, err);
+            return 2;
+        }
+        engine_gen_unref(g);
+        printf("%s: ok\n", path);
         return 0;
     }
     server_apply_log_level(s);
     signal(SIGPIPE, SIG_IGN);
 
+    if (upstream_global_init() != 0) {
+        lr_err("cannot initialise libcurl");
+        agent_settings_unref(s);
+        return 1;
+    }
     struct server_options o;
     server_options_default(&o);
     o.settings_path = path;
@@ -85,9 +100,13 @@ int main(int argc, char **argv)
     agent_settings_unref(s); /* the server holds its own reference */
     if (!srv) {
         lr_err("%s", err);
+        upstream_global_cleanup();
+        metrics_free_all();
         return 1;
     }
     int rc = server_run(srv);
     server_free(srv);
+    upstream_global_cleanup();
+    metrics_free_all();
     return rc == 0 ? 0 : 1;
 }

@@ -17,9 +17,11 @@
 #include "log.h"
 #include "lr_defaults.h"
 #include "net.h"
+#include "proxy.h"
 #include "settings.h"
 #include "spop.h"
 #include "stats.h"
+#include "upstream.h"
 
 #define SC_READ_CHUNK          (64u * 1024u)
 #define SC_MAX_READS_PER_EVENT 4 /* then yield to the other connections of the loop */
@@ -59,7 +61,9 @@ struct server_thread {
     bool running;
     struct net_acceptor spoa_acc, engine_acc;
     struct engine_http *engine;
+    struct upstream *up;             /* this thread's egress (libcurl multi on `loop`) */
     struct agent_settings *settings; /* this thread's own reference */
+    struct engine_gen *gen;          /* the same generation's router and keys (own ref) */
     unsigned settings_gen;
     ev_async wake;
     ev_timer deadline;
@@ -78,8 +82,9 @@ struct server {
     char *settings_path;
     unsigned nthreads;
     struct server_thread *threads;
-    pthread_mutex_t lock; /* guards `current` (cold path only) */
+    pthread_mutex_t lock; /* guards `current` and `current_gen` (cold path only) */
     struct agent_settings *current;
+    struct engine_gen *current_gen; /* router + resolved keys for `current` */
     atomic_uint gen;
     atomic_bool stop_requested;
     atomic_bool reload_requested;
@@ -459,13 +464,17 @@ static void thread_sync_settings(struct server_thread *t)
         return;
     pthread_mutex_lock(&srv->lock);
     struct agent_settings *s = agent_settings_ref(srv->current);
+    struct engine_gen *g = engine_gen_ref(srv->current_gen);
     gen = atomic_load(&srv->gen);
     pthread_mutex_unlock(&srv->lock);
     struct agent_settings *old = t->settings;
+    struct engine_gen *old_gen = t->gen;
     t->settings = s;
+    t->gen = g;
     t->settings_gen = gen;
     t->n_prov = 0; /* the cache keys point into the old settings */
     agent_settings_unref(old);
+    engine_gen_unref(old_gen); /* requests in flight keep their own reference */
 }
 
 static void thread_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -573,13 +582,25 @@ static void server_do_reload(struct server *srv)
     if (str_differs(cur->spoa_bind, ns->spoa_bind) ||
         str_differs(cur->engine_bind, ns->engine_bind) || cur->threads != ns->threads)
         lr_warn("reload: spoa_bind, engine_bind and threads take effect only on restart");
+    /* A new router (routing state starts fresh: circuits closed, no rate-limit windows) and
+     * the keys re-read from the environment. */
+    struct engine_gen *ng = engine_gen_new(ns, err, sizeof(err));
+    if (!ng) {
+        lr_err("reload failed, keeping the current settings: %s: %s", path, err);
+        agent_settings_unref(ns);
+        atomic_fetch_add(&srv->reloads_failed, 1);
+        return;
+    }
     server_apply_log_level(ns);
     pthread_mutex_lock(&srv->lock);
     struct agent_settings *old = srv->current;
+    struct engine_gen *old_gen = srv->current_gen;
     srv->current = ns;
+    srv->current_gen = ng;
     atomic_fetch_add(&srv->gen, 1);
     pthread_mutex_unlock(&srv->lock);
     agent_settings_unref(old);
+    engine_gen_unref(old_gen);
     thread_sync_settings(&srv->threads[0]);
     for (unsigned i = 1; i < srv->nthreads; i++)
         ev_async_send(srv->threads[i].loop, &srv->threads[i].wake);
@@ -632,8 +653,14 @@ static int thread_init(struct server *srv, struct server_thread *t, unsigned idx
         srv->engine_port = net_local_port(efd);
     net_acceptor_init(&t->engine_acc, t->loop, efd, "engine", engine_on_accept, t);
     t->settings = agent_settings_ref(srv->current);
+    t->gen = engine_gen_ref(srv->current_gen);
     t->settings_gen = atomic_load(&srv->gen);
-    t->engine = engine_http_new(t->loop, &srv->opt.engine, &t->settings);
+    t->up = upstream_new(t->loop);
+    if (!t->up) {
+        snprintf(err, errlen, "cannot create the upstream client");
+        return -1;
+    }
+    t->engine = engine_http_new(t->loop, &srv->opt.engine, &t->gen, t->up);
     if (!t->engine) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -655,6 +682,7 @@ static void thread_destroy(struct server_thread *t)
 {
     if (!t->loop) {
         agent_settings_unref(t->settings);
+        engine_gen_unref(t->gen);
         return;
     }
     net_acceptor_close(&t->spoa_acc);
@@ -666,8 +694,10 @@ static void thread_destroy(struct server_thread *t)
         t->reap = c->next;
         sc_free(c);
     }
-    engine_http_free(t->engine);
+    engine_http_free(t->engine); /* owners of requests in flight cancel their transfers */
     t->engine = NULL;
+    upstream_free(t->up);
+    t->up = NULL;
     ev_async_stop(t->loop, &t->wake);
     ev_timer_stop(t->loop, &t->deadline);
     ev_prepare_stop(t->loop, &t->prep);
@@ -675,6 +705,8 @@ static void thread_destroy(struct server_thread *t)
     t->loop = NULL;
     agent_settings_unref(t->settings);
     t->settings = NULL;
+    engine_gen_unref(t->gen);
+    t->gen = NULL;
 }
 
 struct server *server_new(struct agent_settings *s, const struct server_options *o, char *err,
@@ -709,6 +741,9 @@ struct server *server_new(struct agent_settings *s, const struct server_options 
     srv->opt.settings_path = srv->settings_path;
     pthread_mutex_init(&srv->lock, NULL);
     srv->current = agent_settings_ref(s);
+    srv->current_gen = engine_gen_new(s, err, errlen);
+    if (!srv->current_gen)
+        goto fail;
     srv->default_loop = srv->opt.handle_signals;
     srv->nthreads = s->threads < 1 ? 1 : s->threads > 64 ? 64 : s->threads;
     srv->threads = calloc(srv->nthreads, sizeof(*srv->threads));
@@ -829,6 +864,7 @@ void server_free(struct server *srv)
         free(srv->threads);
     }
     agent_settings_unref(srv->current);
+    engine_gen_unref(srv->current_gen);
     pthread_mutex_destroy(&srv->lock);
     free(srv->settings_path);
     free(srv);

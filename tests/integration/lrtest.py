@@ -370,36 +370,129 @@ class MockResponse:
     """A canned response. headers: list of (name, value). chunked: send the body in one
     chunk with transfer-encoding: chunked instead of content-length."""
 
-    def __init__(self, status=200, body=b"", headers=None, reason=None, chunked=False):
+    def __init__(self, status=200, body=b"", headers=None, reason=None, chunked=False,
+                 delay=0.0):
         self.status = status
         self.reason = reason
         self.body = body.encode() if isinstance(body, str) else body
         self.headers = list(headers or [])
         self.chunked = chunked
+        self.delay = delay  # seconds to wait before answering
 
     @classmethod
-    def json(cls, obj, status=200, headers=None):
+    def json(cls, obj, status=200, headers=None, delay=0.0):
         return cls(status, json.dumps(obj).encode(),
-                   [("Content-Type", "application/json")] + list(headers or []))
+                   [("Content-Type", "application/json")] + list(headers or []), delay=delay)
 
 
 class MockStream:
     """A chunked response: each element of `chunks` is written and flushed as one chunk, with
-    `delay` seconds between chunks. `sent_at` records when each chunk left (monotonic)."""
+    `delay` seconds between chunks (a list of delays: delays[i] before chunk i+1).
+    `sent_at` records when each chunk left (monotonic).
 
-    def __init__(self, chunks, delay=0.3, status=200, headers=None):
+    first_delay: seconds between the response headers and the first chunk.
+    close_after: after that many chunks, close the socket abruptly (no last chunk): the
+                 provider "dies" mid-stream.
+    endless:     after the listed chunks, keep sending `filler` every `delay` seconds until
+                 the peer goes away or `max_secs` passed (for client-disconnect tests).
+    While waiting between chunks the mock watches its socket: when the peer closed it (EOF)
+    or a write fails, `closed_at` is set (monotonic) and the stream stops. `finished` is an
+    Event set when the handler is done with the stream, however it ended."""
+
+    def __init__(self, chunks, delay=0.3, status=200, headers=None, first_delay=0.0,
+                 close_after=None, endless=False, filler=None, max_secs=30.0):
         self.chunks = [c.encode() if isinstance(c, str) else c for c in chunks]
         self.delay = delay
         self.status = status
         self.headers = list(headers or [("Content-Type", "text/event-stream"),
                                         ("Cache-Control", "no-cache")])
+        self.first_delay = first_delay
+        self.close_after = close_after
+        self.endless = endless
+        self.filler = filler.encode() if isinstance(filler, str) else filler
+        self.max_secs = max_secs
         self.sent_at = []
+        self.headers_at = None
+        self.closed_at = None
+        self.finished = threading.Event()
+
+    def delay_before(self, i):
+        """Seconds to wait before chunk i (i >= 1)."""
+        if isinstance(self.delay, (list, tuple)):
+            return self.delay[min(i - 1, len(self.delay) - 1)] if self.delay else 0.0
+        return self.delay
+
+
+class MockHang:
+    """Reads the request and never answers: waits until the peer closes (closed_at is set)
+    or `secs` passed, then closes the connection without a response."""
+
+    def __init__(self, secs=30.0):
+        self.secs = secs
+        self.closed_at = None
+        self.started_at = None
+        self.finished = threading.Event()
+
+
+class MockReset:
+    """Closes the connection with a TCP RST instead of answering."""
+
+
+def seq(*responses):
+    """A per-request script for mock.on(): the n-th request to the path gets responses[n]
+    (the last one repeats). Each element: MockResponse, MockStream, MockHang, MockReset or a
+    callable(req). The returned callable has .calls (how many requests it answered)."""
+    lock = threading.Lock()
+    state = {"n": 0}
+
+    def pick(req):
+        with lock:
+            i = state["n"]
+            state["n"] += 1
+        r = responses[min(i, len(responses) - 1)]
+        return r(req) if callable(r) and not isinstance(r, type) else r
+
+    pick.calls = lambda: state["n"]
+    return pick
+
+
+def _peer_gone(sock, timeout):
+    """Waits up to `timeout` seconds; True if the peer closed (EOF/reset) meanwhile."""
+    import select
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            r, _, _ = select.select([sock], [], [], left)
+        except (OSError, ValueError):
+            return True
+        if not r:
+            return False
+        try:
+            d = sock.recv(65536, socket.MSG_PEEK)
+        except BlockingIOError:
+            continue
+        except OSError:
+            return True
+        if not d:
+            return True
+        # Data from the peer (a pipelined request?): consume it so select does not spin.
+        try:
+            sock.recv(len(d))
+        except OSError:
+            return True
 
 
 class _MockHandler(_httpserver.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "lrtest-mock/1"
     timeout = 60
+    # Real providers' front ends (nginx, envoy, Cloudflare) set TCP_NODELAY. Without it, the
+    # response body (a second write after the header block) waits for the ACK of the
+    # headers, which a client reusing the connection delays by ~40 ms (delayed ACK).
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):  # quiet
         pass
@@ -442,12 +535,38 @@ class _MockHandler(_httpserver.BaseHTTPRequestHandler):
                           list(self.headers.raw_items()), body, chunked, self.client_address)
         mock._record(req)
         resp = mock._response_for(req)
-        if callable(resp):
+        if callable(resp) and not isinstance(resp, type):
             resp = resp(req)
+        if resp is None:  # a script's None: the default answer
+            resp = mock._default_response(req)
         if isinstance(resp, MockStream):
             self._send_stream(resp)
+        elif isinstance(resp, MockHang):
+            self._hang(resp)
+        elif isinstance(resp, MockReset) or resp is MockReset:
+            self._reset()
         else:
+            if getattr(resp, "delay", 0):
+                time.sleep(resp.delay)
             self._send(resp)
+
+    def _hang(self, h):
+        h.started_at = time.monotonic()
+        try:
+            if _peer_gone(self.connection, h.secs):
+                h.closed_at = time.monotonic()
+        finally:
+            self.close_connection = True
+            h.finished.set()
+
+    def _reset(self):
+        import struct
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.close_connection = True
 
     def _send(self, r):
         self.send_response(r.status, r.reason)
@@ -473,18 +592,63 @@ class _MockHandler(_httpserver.BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _send_stream(self, s):
+        try:
+            self._send_stream_inner(s)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            if s.closed_at is None:
+                s.closed_at = time.monotonic()
+            self.close_connection = True
+        finally:
+            s.finished.set()
+
+    def _stream_wait(self, s, secs):
+        """Sleeps `secs` watching the socket; True if the peer went away."""
+        if _peer_gone(self.connection, secs):
+            s.closed_at = time.monotonic()
+            self.close_connection = True
+            return True
+        return False
+
+    def _send_stream_inner(self, s):
         self.send_response(s.status)
         for k, v in s.headers:
             self.send_header(k, v)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self.wfile.flush()
-        for i, c in enumerate(s.chunks):
-            if i:
-                time.sleep(s.delay)
+        s.headers_at = time.monotonic()
+        if s.first_delay and self._stream_wait(s, s.first_delay):
+            return
+        t0 = time.monotonic()
+        i = 0
+        while True:
+            if i < len(s.chunks):
+                c = s.chunks[i]
+            elif s.endless and time.monotonic() - t0 < s.max_secs:
+                c = s.filler if s.filler is not None else s.chunks[-1]
+            else:
+                break
+            if s.close_after is not None and i >= s.close_after:
+                # The provider dies: no terminating chunk, just a closed socket.
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+            if i and self._stream_wait(s, s.delay_before(i)):
+                return
             self.wfile.write(b"%x\r\n%s\r\n" % (len(c), c))
             self.wfile.flush()
             s.sent_at.append(time.monotonic())
+            i += 1
+        if s.close_after is not None and i >= s.close_after:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
@@ -535,6 +699,9 @@ class MockProvider:
             r = self._routes.get(req.path)
         if r is not None:
             return r
+        return self._default_response(req)
+
+    def _default_response(self, req):
         return MockResponse.json({"mock": self.name, "path": req.path, "method": req.method})
 
     def _record(self, req):
@@ -564,6 +731,15 @@ class MockProvider:
     def last(self):
         with self._lock:
             return self.requests[-1] if self.requests else None
+
+    def count_path(self, path):
+        """Requests recorded for `path` (without query string)."""
+        with self._lock:
+            return sum(1 for r in self.requests if r.path == path)
+
+    def requests_to(self, path):
+        with self._lock:
+            return [r for r in self.requests if r.path == path]
 
     def close(self):
         if self._server is None:
@@ -665,6 +841,191 @@ def stream(port, method, path, headers=None, body=None, timeout=15.0, host="127.
         return Response(r.status, r.reason, list(r.getheaders()), body, r.version), reads, t_sent
     finally:
         conn.close()
+
+
+def raw_exchange(port, data, timeout=5.0, host="127.0.0.1", shut_wr=False):
+    """Writes raw bytes on a fresh connection and reads until the peer closes or `timeout`
+    passed. Returns (bytes received, seconds until the peer closed or None if it did not)."""
+    s = socket.create_connection((host, port), timeout=timeout)
+    t0 = time.monotonic()
+    out = []
+    closed_after = None
+    try:
+        if data:
+            s.sendall(data)
+        if shut_wr:
+            s.shutdown(socket.SHUT_WR)
+        deadline = t0 + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            s.settimeout(left)
+            try:
+                d = s.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                closed_after = time.monotonic() - t0
+                break
+            if not d:
+                closed_after = time.monotonic() - t0
+                break
+            out.append(d)
+    finally:
+        s.close()
+    return b"".join(out), closed_after
+
+
+def parse_raw_response(data):
+    """Parses the first HTTP/1.x response of `data` (content-length, chunked, or up to the
+    end). Returns Response or None when there is no complete header block."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head, rest = bytes(data[:end]), bytes(data[end + 4:])
+    lines = head.decode("latin-1").split("\r\n")
+    version, _, st = lines[0].partition(" ")
+    code, _, reason = st.partition(" ")
+    headers = []
+    for l in lines[1:]:
+        k, _, v = l.partition(":")
+        headers.append((k.strip(), v.strip()))
+    r = Response(int(code), reason, headers, b"", version)
+    te = (r.header("transfer-encoding") or "").lower()
+    if "chunked" in te:
+        body = []
+        pos = 0
+        while True:
+            eol = rest.find(b"\r\n", pos)
+            if eol < 0:
+                break
+            try:
+                n = int(rest[pos:eol].split(b";")[0], 16)
+            except ValueError:
+                break
+            if n == 0:
+                break
+            body.append(rest[eol + 2:eol + 2 + n])
+            pos = eol + 2 + n + 2
+        r.body = b"".join(body)
+    elif r.header("content-length") is not None:
+        r.body = rest[:int(r.header("content-length"))]
+    else:
+        r.body = rest
+    return r
+
+
+class RawStream:
+    """A streaming request on a raw socket, read incrementally, that the test can abandon
+    mid-stream (close() really closes the TCP connection, unlike http.client whose response
+    object keeps the socket open). `data` accumulates everything received (headers and
+    chunk framing included; a bytearray: endswith/count/`in` work on it); `reads` is
+    [(monotonic time, bytes)]."""
+
+    def __init__(self, port, method, path, headers=None, body=b"", host="127.0.0.1",
+                 timeout=10.0):
+        if isinstance(body, str):
+            body = body.encode()
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        hdrs = list(headers or [])
+        names = {k.lower() for k, _ in hdrs}
+        req = ["%s %s HTTP/1.1" % (method, path)]
+        if "host" not in names:
+            req.append("Host: %s:%d" % (host, port))
+        if "content-length" not in names:
+            req.append("Content-Length: %d" % len(body or b""))
+        req += ["%s: %s" % (k, v) for k, v in hdrs]
+        self.t_sent = time.monotonic()
+        self.sock.sendall(("\r\n".join(req) + "\r\n\r\n").encode("latin-1") + (body or b""))
+        self.data = bytearray()
+        self.reads = []
+        self.eof = False
+
+    def read_until(self, pred, timeout=5.0):
+        """Reads until pred(self.data) is true, EOF or timeout; returns pred's last value."""
+        deadline = time.monotonic() + timeout
+        while not pred(self.data) and not self.eof:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.sock.settimeout(left)
+            try:
+                d = self.sock.recv(65536)
+            except socket.timeout:
+                break
+            except OSError:
+                self.eof = True
+                break
+            if not d:
+                self.eof = True
+                break
+            self.reads.append((time.monotonic(), d))
+            self.data += d  # bytearray: amortised O(1)
+        return pred(self.data)
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def sse_events(body):
+    """Splits an SSE body (bytes or str) into events: a list of dicts with "event", "data"
+    (the data lines joined by \\n, or None) and "comments" (the comment lines' text)."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    body = body.replace("\r\n", "\n")
+    events = []
+    for block in body.split("\n\n"):
+        if not block.strip():
+            continue
+        ev = {"event": None, "data": None, "comments": []}
+        data = []
+        for line in block.split("\n"):
+            if line.startswith(":"):
+                ev["comments"].append(line[1:].strip())
+            elif line.startswith("event:"):
+                ev["event"] = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:][1:] if line[5:].startswith(" ") else line[5:])
+        if data:
+            ev["data"] = "\n".join(data)
+        events.append(ev)
+    return events
+
+
+_METRIC_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)')
+_METRIC_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\\]|\\\\.)*)"')
+
+
+def parse_metrics(text):
+    """Prometheus text -> {(name, ((label, value), ...sorted)): float}."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _METRIC_LINE.match(line)
+        if not m:
+            raise ValueError("not a Prometheus sample line: %r" % line)
+        labels = tuple(sorted(_METRIC_LABEL.findall(m.group(3) or "")))
+        v = m.group(4)
+        out[(m.group(1), labels)] = float("inf") if v == "+Inf" else float(v)
+    return out
+
+
+def metric(samples, name, **labels):
+    """Sum of the samples of `name` whose labels include `labels` (0.0 when none)."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
+
+
+def sha256(b):
+    import hashlib
+    return hashlib.sha256(b).hexdigest()
 
 
 def multipart(fields, boundary=None):
@@ -980,6 +1341,17 @@ class Stack:
 
     def stream(self, method, path, headers=None, body=None, **kw):
         return stream(self.port, method, path, headers, body, **kw)
+
+    def engine_http(self, method, path, headers=None, body=None, **kw):
+        """A request straight to the agent's engine listener (no HAProxy)."""
+        return http(self.ports["engine"], method, path, headers, body, **kw)
+
+    def metrics(self):
+        """GET /metrics through HAProxy, parsed (see parse_metrics)."""
+        r = self.http("GET", "/metrics")
+        if r.status != 200:
+            raise AssertionError("GET /metrics: %r" % r)
+        return parse_metrics(r.body.decode("utf-8", "replace"))
 
     # -- logs -------------------------------------------------------------------------------
     def log_files(self):

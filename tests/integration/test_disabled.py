@@ -1,6 +1,7 @@
 """Intercepted paths go to the agent's engine listener; with bypass disabled, everything does
-(DESIGN §5). Until the routing engine lands, the engine answers 404 JSON for what it does not
-serve, so "went to the engine" = the mocks got nothing and the answer is the engine's JSON.
+(DESIGN §5). The engine answers 404 JSON for paths it does not serve, so for those "went to
+the engine" = the mocks got nothing and the answer is the engine's JSON; a chat completion is
+routed by the engine to the openai provider (asserted by the engine's markers and metrics).
 """
 
 import os
@@ -64,20 +65,53 @@ class InterceptedByDefault(lrtest.LRTestCase):
         self.anthropic.clear()
 
     def test_chat_completions_goes_to_engine(self):
-        # NOTE: when the routing engine lands (next issue) it will forward this to a provider
-        # itself; this test then changes to asserting the engine's behaviour.
+        # The engine (not HAProxy's bypass) forwards it to the openai provider: the request
+        # arrives with the engine's upstream markers (Accept-Encoding: identity replaces the
+        # client's gzip, which HAProxy's bypass would pass through untouched), body unchanged.
+        body = b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}'
+        m0 = self.stack.metrics()
         r = self.stack.http("POST", "/v1/chat/completions",
-                            [("Content-Type", "application/json")],
-                            b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}')
-        self.assertOpenAIError(r, 404)
-        self.assertNoRequests(self.openai, self.anthropic)
+                            [("Content-Type", "application/json"),
+                             ("Accept-Encoding", "gzip")], body)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json(), {"mock": "openai", "path": "/v1/chat/completions",
+                                    "method": "POST"})
+        reqs = self.openai.wait_for(1)
+        self.assertEqual(len(reqs), 1, reqs)
+        self.assertEqual(reqs[0].body, body)
+        self.assertEqual([v.lower() for v in reqs[0].header_all("accept-encoding")],
+                         ["identity"])
+        self.assertNoRequests(self.anthropic, settle=0.05)
+        m1 = self.stack.metrics()
+        self.assertEqual(lrtest.metric(m1, "lunaroute_requests_total", provider="openai",
+                                       model="gpt-4o", status="200")
+                         - lrtest.metric(m0, "lunaroute_requests_total", provider="openai",
+                                         model="gpt-4o", status="200"), 1,
+                         "the engine counted the request it routed")
 
-    def test_messages_with_anthropic_version_is_anthropic_shaped(self):
+    def test_messages_goes_to_engine_then_anthropic(self):
+        # The engine routes /v1/messages to the Anthropic-type provider, body unchanged.
+        body = b'{"model":"claude-3-haiku-20240307","max_tokens":5,"messages":[]}'
         r = self.stack.http("POST", "/v1/messages",
                             [("Content-Type", "application/json"),
-                             ("anthropic-version", "2023-06-01")],
-                            b'{"model":"claude-3-haiku-20240307","max_tokens":5,"messages":[]}')
-        self.assertAnthropicError(r, 404)
+                             ("anthropic-version", "2023-06-01"),
+                             ("Accept-Encoding", "gzip")], body)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json(), {"mock": "anthropic", "path": "/v1/messages",
+                                    "method": "POST"})
+        reqs = self.anthropic.wait_for(1)
+        self.assertEqual(len(reqs), 1, reqs)
+        self.assertEqual(reqs[0].body, body)
+        self.assertEqual([v.lower() for v in reqs[0].header_all("accept-encoding")],
+                         ["identity"])
+        self.assertNoRequests(self.openai, settle=0.05)
+
+    def test_engine_error_on_messages_is_anthropic_shaped(self):
+        # An error the engine itself produces for /v1/messages uses Anthropic's error shape.
+        r = self.stack.http("POST", "/v1/messages",
+                            [("Content-Type", "application/json"),
+                             ("anthropic-version", "2023-06-01")], b'{"model": ')
+        self.assertAnthropicError(r, 400)
         self.assertNoRequests(self.openai, self.anthropic)
 
     def test_extra_path_goes_to_engine(self):

@@ -21,7 +21,9 @@
 
 #include "buf.h"
 #include "engine_http.h"
+#include "metrics.h"
 #include "net.h"
+#include "proxy.h"
 #include "settings.h"
 
 struct harness {
@@ -31,8 +33,7 @@ struct harness {
     ev_async stop;
     pthread_t tid;
     int port;
-    struct agent_settings settings;
-    struct agent_settings *settings_ptr;
+    struct engine_gen *gen;
     uint64_t next_id;
 };
 
@@ -65,8 +66,21 @@ static int setup(void **state)
     signal(SIGPIPE, SIG_IGN);
     struct harness *h = calloc(1, sizeof(*h));
     assert_non_null(h);
-    h->settings.max_request_body_bytes = 1000;
-    h->settings_ptr = &h->settings;
+    /* One provider that is never reached: this test has no upstream (NULL), so every
+     * attempt fails as a connect error (test_proxy.c covers real upstreams). */
+    static const char json[] = "{\"providers\":[{\"name\":\"openai\",\"type\":\"openai\","
+                               "\"base_url\":\"http://127.0.0.1:1\",\"max_retries\":0},"
+                               "{\"name\":\"anthropic\",\"type\":\"anthropic\","
+                               "\"base_url\":\"http://127.0.0.1:1\",\"max_retries\":0}],"
+                               "\"http_server\":{\"max_request_body_bytes\":1000}}";
+    char err[256];
+    struct agent_settings *s = agent_settings_parse(json, strlen(json), err, sizeof(err));
+    if (!s)
+        fail_msg("settings: %s", err);
+    h->gen = engine_gen_new(s, err, sizeof(err));
+    agent_settings_unref(s);
+    if (!h->gen)
+        fail_msg("gen: %s", err);
     h->loop = ev_loop_new(EVFLAG_AUTO);
     struct engine_http_config cfg;
     engine_http_config_default(&cfg);
@@ -74,8 +88,7 @@ static int setup(void **state)
     cfg.idle_timeout = 2.0;
     cfg.linger_timeout = 0.5;
     cfg.max_header_bytes = 4096;
-    h->eh = engine_http_new(h->loop, &cfg, &h->settings_ptr);
-    char err[256];
+    h->eh = engine_http_new(h->loop, &cfg, &h->gen, NULL);
     int fd = net_listen("127.0.0.1:0", 0, 64, true, err, sizeof(err));
     assert_true(fd >= 0);
     h->port = net_local_port(fd);
@@ -95,6 +108,8 @@ static int teardown(void **state)
     ev_async_send(h->loop, &h->stop);
     pthread_join(h->tid, NULL);
     ev_loop_destroy(h->loop);
+    engine_gen_unref(h->gen);
+    metrics_free_all();
     free(h);
     return 0;
 }
@@ -292,7 +307,8 @@ static void test_keepalive_and_pipelining(void **state)
     struct harness *h = *state;
     struct reader r = {.fd = client(h)};
     struct resp rp;
-    /* Two requests in one write, answered in order; a chunked body in between is discarded. */
+    /* Three requests in one write, answered in order; the chunked body in between is
+     * buffered and handed to the proxy, which rejects it (not JSON). */
     send_all(r.fd, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
                    "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
                    "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
@@ -300,7 +316,8 @@ static void test_keepalive_and_pipelining(void **state)
     assert_int_equal(read_resp(&r, &rp, 0), 0);
     expect_openai_error(&rp, 404, "not_found");
     assert_int_equal(read_resp(&r, &rp, 0), 0);
-    expect_openai_error(&rp, 404, "not_found");
+    expect_openai_error(&rp, 400, "bad_request");
+    assert_non_null(strstr(rp.body, "not valid JSON"));
     assert_int_equal(read_resp(&r, &rp, 0), 0);
     expect_json_status(&rp, 200, "status", "ok");
     assert_null(strstr(rp.headers, "connection: close"));
