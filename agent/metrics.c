@@ -108,6 +108,9 @@ static struct {
                 .n_static = N_KNOWN_REASONS},
 };
 
+/* The bypass provider in force (guarded by reg.lock); "" = unknown, not rendered. */
+static char bypass_provider[64];
+
 /* ---- labels ---- */
 
 static bool utf8_valid(const unsigned char *s, size_t n)
@@ -643,6 +646,13 @@ int metrics_render(struct lr_buf *out, struct router *r)
 
     pthread_mutex_lock(&reg.lock);
     render_registry(&w);
+    if (bypass_provider[0]) {
+        w_family(&w, "lunaroute_bypass_provider_info", "gauge",
+                 "The bypass provider in force (\"auto\" or a provider name).");
+        w_puts(&w, "lunaroute_bypass_provider_info");
+        w_label(&w, true, "provider", bypass_provider);
+        w_puts(&w, "} 1\n");
+    }
     pthread_mutex_unlock(&reg.lock);
     render_circuits(&w, r);
     render_stats(&w);
@@ -654,6 +664,13 @@ int metrics_render(struct lr_buf *out, struct router *r)
         return -ENOMEM;
     }
     return 0;
+}
+
+void metrics_set_bypass_provider(const char *name)
+{
+    pthread_mutex_lock(&reg.lock);
+    snprintf(bypass_provider, sizeof(bypass_provider), "%s", name ? name : "");
+    pthread_mutex_unlock(&reg.lock);
 }
 
 void metrics_free_all(void)

@@ -17,6 +17,8 @@
  *   lunaroute_spop_frames_total, lunaroute_spop_notify_total, lunaroute_spop_ack_total
  *   lunaroute_active_connections{listener="spop"|"engine"}     gauge
  *   lunaroute_upstream_active{provider}                        gauge (in-flight attempts)
+ *   lunaroute_bypass_provider_info{provider}                   gauge, 1 (bypass provider in
+ *                                                              force; set by admin.c)
  * Label values are escaped; distinct model values are capped (METRICS_MAX_MODELS, then
  * model="other") so a client cannot blow up memory. */
 #ifndef LR_METRICS_H
@@ -44,10 +46,13 @@ void metrics_stream_chunks(const char *provider, uint64_t n);
 void metrics_fallback(const char *reason);
 void metrics_retry(const char *provider);
 void metrics_upstream_active(const char *provider, int delta);
+/* The bypass provider in force ("auto" or a name), rendered as
+ * lunaroute_bypass_provider_info{provider="..."} 1; NULL: not rendered. */
+void metrics_set_bypass_provider(const char *name);
 
 /* Appends the whole exposition to out. r may be NULL (no circuit series). 0 or -ENOMEM. */
 int metrics_render(struct lr_buf *out, struct router *r);
-void metrics_reset(void); /* tests */
+void metrics_reset(void);    /* tests */
 void metrics_free_all(void); /* at exit, for leak checks */
 
 #endif

@@ -12,6 +12,7 @@
 
 #include <ev.h>
 
+#include "admin.h"
 #include "buf.h"
 #include "classify.h"
 #include "log.h"
@@ -92,6 +93,7 @@ struct server {
     _Atomic uint64_t next_conn_id;
     bool default_loop;
     ev_signal sighup, sigterm, sigint;
+    struct admin *admin; /* admin API on thread 0 (NULL without admin_socket) */
     int spoa_port, engine_port;
 };
 
@@ -121,6 +123,7 @@ void server_apply_log_level(const struct agent_settings *s)
 /* ---- SPOP connections ---- */
 
 static void sc_flush(struct spop_client *c);
+static void thread_sync_settings(struct server_thread *t);
 
 static void sc_set_state(struct spop_client *c, enum sc_state st)
 {
@@ -242,6 +245,7 @@ static int sc_on_notify(void *ud, const struct spop_message *msg, struct spop_ac
             arg_str(&kv->val, &in.auth_scheme, &in.auth_scheme_len);
     }
     struct classify_result res;
+    thread_sync_settings(t); /* a runtime switch applies to the very next request */
     classify(t->settings, &in, &res);
     put_action(out, LR_VAR_ROUTE, LIT_LEN(LR_VAR_ROUTE), classify_route_to_str(res.route));
     put_action(out, LR_VAR_BACKEND, LIT_LEN(LR_VAR_BACKEND), res.backend);
@@ -563,6 +567,31 @@ static bool str_differs(const char *a, const char *b)
     return strcmp(a ? a : "", b ? b : "") != 0;
 }
 
+/* Makes ns the settings in force on every thread, with a new engine generation (routing
+ * state starts fresh). Consumes the caller's reference to ns. Thread 0 only. 0, or -1 with a
+ * message (ns released, nothing changed). */
+static int server_publish(struct server *srv, struct agent_settings *ns, char *err, size_t errlen)
+{
+    struct engine_gen *ng = engine_gen_new(ns, err, errlen);
+    if (!ng) {
+        agent_settings_unref(ns);
+        return -1;
+    }
+    pthread_mutex_lock(&srv->lock);
+    struct agent_settings *old = srv->current;
+    struct engine_gen *old_gen = srv->current_gen;
+    srv->current = ns;
+    srv->current_gen = ng;
+    atomic_fetch_add(&srv->gen, 1);
+    pthread_mutex_unlock(&srv->lock);
+    agent_settings_unref(old);
+    engine_gen_unref(old_gen);
+    thread_sync_settings(&srv->threads[0]);
+    for (unsigned i = 1; i < srv->nthreads; i++)
+        ev_async_send(srv->threads[i].loop, &srv->threads[i].wake);
+    return 0;
+}
+
 static void server_do_reload(struct server *srv)
 {
     char err[512];
@@ -578,34 +607,39 @@ static void server_do_reload(struct server *srv)
         atomic_fetch_add(&srv->reloads_failed, 1);
         return;
     }
+    ns = admin_apply_persisted(ns); /* a runtime bypass provider outlives reloads */
     const struct agent_settings *cur = srv->current;
     if (str_differs(cur->spoa_bind, ns->spoa_bind) ||
-        str_differs(cur->engine_bind, ns->engine_bind) || cur->threads != ns->threads)
-        lr_warn("reload: spoa_bind, engine_bind and threads take effect only on restart");
+        str_differs(cur->engine_bind, ns->engine_bind) || cur->threads != ns->threads ||
+        str_differs(cur->admin_socket, ns->admin_socket))
+        lr_warn("reload: spoa_bind, engine_bind, admin_socket and threads take effect only on "
+                "restart");
     /* A new router (routing state starts fresh: circuits closed, no rate-limit windows) and
      * the keys re-read from the environment. */
-    struct engine_gen *ng = engine_gen_new(ns, err, sizeof(err));
-    if (!ng) {
+    if (server_publish(srv, ns, err, sizeof(err)) < 0) {
         lr_err("reload failed, keeping the current settings: %s: %s", path, err);
-        agent_settings_unref(ns);
         atomic_fetch_add(&srv->reloads_failed, 1);
         return;
     }
-    server_apply_log_level(ns);
-    pthread_mutex_lock(&srv->lock);
-    struct agent_settings *old = srv->current;
-    struct engine_gen *old_gen = srv->current_gen;
-    srv->current = ns;
-    srv->current_gen = ng;
-    atomic_fetch_add(&srv->gen, 1);
-    pthread_mutex_unlock(&srv->lock);
-    agent_settings_unref(old);
-    engine_gen_unref(old_gen);
-    thread_sync_settings(&srv->threads[0]);
-    for (unsigned i = 1; i < srv->nthreads; i++)
-        ev_async_send(srv->threads[i].loop, &srv->threads[i].wake);
+    server_apply_log_level(srv->current);
     atomic_fetch_add(&srv->reloads_ok, 1);
     lr_info("settings reloaded from %s", path);
+}
+
+/* ---- admin API callbacks (thread 0) ---- */
+
+static struct agent_settings *admin_current_cb(void *ud)
+{
+    struct server *srv = ud;
+    pthread_mutex_lock(&srv->lock);
+    struct agent_settings *s = agent_settings_ref(srv->current);
+    pthread_mutex_unlock(&srv->lock);
+    return s;
+}
+
+static int admin_publish_cb(void *ud, struct agent_settings *s, char *err, size_t errlen)
+{
+    return server_publish(ud, agent_settings_ref(s), err, errlen);
 }
 
 static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -740,8 +774,8 @@ struct server *server_new(struct agent_settings *s, const struct server_options 
     }
     srv->opt.settings_path = srv->settings_path;
     pthread_mutex_init(&srv->lock, NULL);
-    srv->current = agent_settings_ref(s);
-    srv->current_gen = engine_gen_new(s, err, errlen);
+    srv->current = admin_apply_persisted(agent_settings_ref(s));
+    srv->current_gen = engine_gen_new(srv->current, err, errlen);
     if (!srv->current_gen)
         goto fail;
     srv->default_loop = srv->opt.handle_signals;
@@ -763,6 +797,17 @@ struct server *server_new(struct agent_settings *s, const struct server_options 
         ev_signal_start(loop, &srv->sighup);
         ev_signal_start(loop, &srv->sigterm);
         ev_signal_start(loop, &srv->sigint);
+    }
+    if (srv->current->admin_socket) {
+        struct admin_config ac = {
+            .socket_path = srv->current->admin_socket,
+            .threads = srv->nthreads,
+            .current = admin_current_cb,
+            .publish = admin_publish_cb,
+            .ud = srv,
+        };
+        if (!(srv->admin = admin_new(srv->threads[0].loop, &ac, err, errlen)))
+            goto fail;
     }
     return srv;
 fail:
@@ -853,6 +898,8 @@ void server_free(struct server *srv)
 {
     if (!srv)
         return;
+    admin_free(srv->admin); /* before thread 0's loop goes */
+    srv->admin = NULL;
     if (srv->threads) {
         if (srv->opt.handle_signals && srv->threads[0].loop) {
             ev_signal_stop(srv->threads[0].loop, &srv->sighup);

@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "lr_defaults.h"
+#include "sha256.h"
 
 #define SETTINGS_MAX_FILE_BYTES   (16u * 1024 * 1024)
 #define SETTINGS_MAX_NAME_LEN     48
@@ -657,6 +658,8 @@ static struct agent_settings *parse_impl(const char *json, size_t len, bool *pos
     }
     s->root = root;
     atomic_init(&s->refs, 1);
+    lr_sha256_hex(json, len, s->digest);
+    s->loaded_at = time(NULL);
     if (parse_root(s, root, err, errlen) < 0) {
         settings_free(s);
         return NULL;
@@ -781,4 +784,98 @@ bool agent_settings_is_intercepted(const struct agent_settings *s, const char *p
         if (s->intercept_path_lens[i] == len && memcmp(s->intercept_paths[i], path, len) == 0)
             return true;
     return false;
+}
+
+const char *agent_settings_config_bypass_provider(const struct agent_settings *s)
+{
+    const json_t *b = s && s->root ? json_object_get(s->root, "bypass") : NULL;
+    const json_t *p = json_is_object(b) ? json_object_get(b, "provider") : NULL;
+    return json_is_string(p) ? json_string_value(p) : "auto";
+}
+
+/* "openai, anthropic" (enabled providers, config order), truncated to fit. */
+static void enabled_names(const struct agent_settings *s, char *buf, size_t n)
+{
+    size_t off = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < s->n_providers && off < n; i++) {
+        if (!s->providers[i].enabled)
+            continue;
+        int w = snprintf(buf + off, n - off, "%s%s", off ? ", " : "", s->providers[i].name);
+        if (w < 0 || (size_t)w >= n - off)
+            break;
+        off += (size_t)w;
+    }
+    if (!buf[0])
+        snprintf(buf, n, "none");
+}
+
+struct agent_settings *agent_settings_with_bypass_provider(const struct agent_settings *s,
+                                                           const char *provider, char *err,
+                                                           size_t errlen)
+{
+    char names[256];
+    bool runtime = provider != NULL;
+
+    if (!s || !s->root) {
+        fail(err, errlen, "no settings");
+        return NULL;
+    }
+    if (!provider)
+        provider = agent_settings_config_bypass_provider(s);
+    if (strcmp(provider, "auto") != 0) {
+        const struct agent_provider *p;
+        enabled_names(s, names, sizeof names);
+        if (!valid_provider_name(provider)) {
+            fail(err, errlen,
+                 "invalid provider name (expected \"auto\" or 1 to %d characters of [a-z0-9_-]; "
+                 "enabled providers: %s)",
+                 SETTINGS_MAX_NAME_LEN, names);
+            return NULL;
+        }
+        if (!(p = agent_settings_provider(s, provider))) {
+            fail(err, errlen, "provider '%s' is not configured (enabled providers: %s, or auto)",
+                 provider, names);
+            return NULL;
+        }
+        if (!p->enabled) {
+            fail(err, errlen, "provider '%s' is disabled (enabled providers: %s, or auto)",
+                 provider, names);
+            return NULL;
+        }
+    }
+
+    /* Re-parse a private copy of the document: every derived field (and pointer into
+     * `providers`) is rebuilt exactly as at load time, and no json_t is shared between
+     * settings that different threads may release. */
+    struct agent_settings *ns = calloc(1, sizeof(*ns));
+    if (!ns) {
+        oom(err, errlen);
+        return NULL;
+    }
+    atomic_init(&ns->refs, 1);
+    if (!(ns->root = json_deep_copy(s->root))) {
+        free(ns);
+        oom(err, errlen);
+        return NULL;
+    }
+    if (parse_root(ns, ns->root, err, errlen) < 0)
+        goto fail;
+    char *dup = strdup(provider);
+    if (!dup || (s->path && !(ns->path = strdup(s->path)))) {
+        free(dup);
+        oom(err, errlen);
+        goto fail;
+    }
+    free(ns->bypass_provider);
+    ns->bypass_provider = dup;
+    ns->bypass_auto = strcmp(dup, "auto") == 0;
+    ns->bypass_runtime = runtime;
+    precompute_classify(ns);
+    memcpy(ns->digest, s->digest, sizeof(ns->digest));
+    ns->loaded_at = s->loaded_at;
+    return ns;
+fail:
+    settings_free(ns);
+    return NULL;
 }

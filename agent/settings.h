@@ -33,6 +33,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -71,8 +72,13 @@ struct agent_settings {
     size_t n_providers;
     uint64_t max_request_body_bytes;
     unsigned sse_keepalive_interval_secs;
-    json_t *routing; /* owned reference, may be NULL */
-    json_t *root;    /* the whole document, owned */
+    json_t *routing;  /* owned reference, may be NULL */
+    json_t *root;     /* the whole document, owned */
+    char digest[65];  /* sha256 (lowercase hex) of the JSON bytes parsed, as `sha256sum` shows */
+    time_t loaded_at; /* wall clock when parsed */
+    /* bypass_provider was set at runtime (admin API, bypass-provider.json), not by the file;
+     * root still holds the file's value (agent_settings_config_bypass_provider). */
+    bool bypass_runtime;
 
     /* Private: precomputed by settings.c at load time for classify.c, so classify() is a
      * few length compares and branches. Provider pointers point into `providers`; NULL
@@ -92,6 +98,17 @@ struct agent_settings *agent_settings_parse(const char *json, size_t len, char *
 struct agent_settings *agent_settings_load(const char *path, char *err, size_t errlen);
 struct agent_settings *agent_settings_ref(struct agent_settings *s);
 void agent_settings_unref(struct agent_settings *s); /* NULL-safe; frees at zero */
+
+/* A copy of s with the bypass provider replaced: provider is "auto" or the name of an
+ * enabled provider of s (bypass_runtime = true), or NULL for the file's own value
+ * (bypass_runtime = false). The classifier's precomputed pointers are re-derived; path,
+ * digest and loaded_at are kept. The result has one reference. NULL with a message on error:
+ * "provider 'x' is not configured (...)", "provider 'x' is disabled", ... */
+struct agent_settings *agent_settings_with_bypass_provider(const struct agent_settings *s,
+                                                           const char *provider, char *err,
+                                                           size_t errlen);
+/* The bypass provider agent.json itself names ("auto" when absent). */
+const char *agent_settings_config_bypass_provider(const struct agent_settings *s);
 
 /* Lookup helpers (NULL when absent). */
 const struct agent_provider *agent_settings_provider(const struct agent_settings *s,

@@ -13,10 +13,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
+#include "admin_client.h"
 #include "buf.h"
 #include "config.h"
 #include "log.h"
 #include "render.h"
+#include "status.h"
 #include "supervise.h"
 
 #define EXIT_OK      0
@@ -35,6 +39,10 @@ static const char usage_main[] =
     "                                  rendered result when haproxy is installed)\n"
     "  up        [--config F] [--run-dir D]\n"
     "                                  render, start and supervise the agent and HAProxy\n"
+    "  switch-provider openai|anthropic|auto|NAME [--run-dir D]\n"
+    "                                  switch the bypass provider of the running agent now\n"
+    "                                  (no HAProxy reload; persisted in the run directory)\n"
+    "  status    [--run-dir D]         one JSON document: agent, HAProxy, servers, provider\n"
     "\n"
     "Without --config, the file named by LUNAROUTE_CONFIG is used; with neither, the\n"
     "built-in defaults. Run `lunaroute-control <command> --help` for details.\n"
@@ -90,7 +98,41 @@ static const char usage_up[] =
     "environment: LUNAROUTE_AGENT_BIN (default: lunaroute-agent next to this program),\n"
     "             LUNAROUTE_HAPROXY_BIN (default: haproxy from PATH)\n";
 
-enum { OPT_VERSION = 1000 };
+static const char usage_switch[] =
+    "usage: lunaroute-control switch-provider openai|anthropic|auto|NAME [--run-dir D]\n"
+    "       lunaroute-control switch-provider --clear [--run-dir D]\n"
+    "\n"
+    "Switches the bypass provider of the running agent through its admin API (the unix socket\n"
+    "named by <run_dir>/agent.json \"admin_socket\"). Effective for the next request, with no\n"
+    "HAProxy reload. The choice is saved in <run_dir>/bypass-provider.json, so an agent restart\n"
+    "or a reload keeps it, until --clear (back to the configuration's bypass.provider).\n"
+    "NAME must be \"auto\" or an enabled provider of the running configuration.\n"
+    "\n"
+    "options:\n"
+    "  -r, --run-dir D   run directory (default: $LUNAROUTE_RUN_DIR, else ./run)\n"
+    "      --clear       drop the runtime choice\n"
+    "  -h, --help        show this help\n"
+    "      --version     show the version\n"
+    "\n"
+    "exit status: 0 switched; 1 the agent could not be reached (or failed); 2 usage error, or\n"
+    "the provider was refused (unknown or disabled: the agent's message is printed)\n";
+
+static const char usage_status_head[] =
+    "usage: lunaroute-control status [--run-dir D]\n"
+    "\n"
+    "Prints one JSON document describing the running stack: the agent (admin API GET\n"
+    "/v1/status), HAProxy (runtime API on <run_dir>/haproxy.sock: `show info`, `show stat`)\n"
+    "and control's own files. Missing pieces are reported as fields, never as a crash.\n"
+    "\n"
+    "options:\n"
+    "  -r, --run-dir D   run directory (default: $LUNAROUTE_RUN_DIR, else ./run)\n"
+    "  -h, --help        show this help\n"
+    "      --version     show the version\n"
+    "\n"
+    "exit status: 0 when the agent and HAProxy both answered, 1 otherwise, 2 usage error\n"
+    "\n";
+
+enum { OPT_VERSION = 1000, OPT_CLEAR };
 
 static void print_version(void)
 {
@@ -363,6 +405,152 @@ static int cmd_up(int argc, char **argv)
     return supervise_run(c, path, dir);
 }
 
+/* --run-dir, else $LUNAROUTE_RUN_DIR, else ./run */
+static const char *ops_run_dir(const char *flag)
+{
+    const char *env = getenv("LUNAROUTE_RUN_DIR");
+    if (flag && *flag)
+        return flag;
+    return env && *env ? env : "./run";
+}
+
+/* Options of switch-provider and status: [--run-dir D] [--clear] [ARG]. Returns -1 to
+ * continue, else an exit status. */
+static int parse_ops_opts(const char *cmd, int argc, char **argv, bool want_arg,
+                          const char **run_dir, const char **arg, bool *clear)
+{
+    static const struct option longopts[] = {
+        {"run-dir", required_argument, NULL, 'r'},
+        {"clear", no_argument, NULL, OPT_CLEAR},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {NULL, 0, NULL, 0},
+    };
+    opterr = 0;
+    optind = 1;
+    int ch;
+    while ((ch = getopt_long(argc, argv, ":r:h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'r':
+            *run_dir = optarg;
+            break;
+        case OPT_CLEAR:
+            if (!want_arg)
+                goto unknown;
+            *clear = true;
+            break;
+        case 'h':
+            if (want_arg) {
+                fputs(usage_switch, stdout);
+            } else {
+                fputs(usage_status_head, stdout);
+                fputs(status_fields_help, stdout);
+            }
+            return EXIT_OK;
+        case OPT_VERSION:
+            print_version();
+            return EXIT_OK;
+        case ':':
+            fprintf(stderr, "%s %s: option %s needs a value\n", prog, cmd, argv[optind - 1]);
+            fprintf(stderr, "Try '%s %s --help'.\n", prog, cmd);
+            return EXIT_USAGE;
+        default:
+        unknown:
+            fprintf(stderr, "%s %s: unknown option %s\n", prog, cmd, argv[optind - 1]);
+            fprintf(stderr, "Try '%s %s --help'.\n", prog, cmd);
+            return EXIT_USAGE;
+        }
+    }
+    if (want_arg && optind < argc)
+        *arg = argv[optind++];
+    if (optind < argc) {
+        fprintf(stderr, "%s %s: unexpected argument '%s'\n", prog, cmd, argv[optind]);
+        fprintf(stderr, "Try '%s %s --help'.\n", prog, cmd);
+        return EXIT_USAGE;
+    }
+    return -1;
+}
+
+static int cmd_switch_provider(int argc, char **argv)
+{
+    const char *run_dir = NULL, *provider = NULL;
+    bool clear = false;
+    int rc = parse_ops_opts("switch-provider", argc, argv, true, &run_dir, &provider, &clear);
+    if (rc >= 0)
+        return rc;
+    if (clear == (provider != NULL)) {
+        fprintf(stderr, "%s switch-provider: %s\nTry '%s switch-provider --help'.\n", prog,
+                clear ? "--clear takes no provider"
+                      : "which provider? (openai|anthropic|auto|NAME)",
+                prog);
+        return EXIT_USAGE;
+    }
+    const char *dir = ops_run_dir(run_dir);
+    char sock[PATH_MAX], err[1024] = "";
+    if (admin_client_socket_path(dir, sock, sizeof(sock), err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s switch-provider: %s (is the run directory right? --run-dir)\n", prog,
+                err);
+        return EXIT_RUNTIME;
+    }
+    char *body = NULL;
+    if (provider) {
+        json_t *doc = json_pack("{s:s}", "provider", provider);
+        body = doc ? json_dumps(doc, 0) : NULL;
+        json_decref(doc);
+        if (!body) {
+            fprintf(stderr, "%s switch-provider: out of memory\n", prog);
+            return EXIT_RUNTIME;
+        }
+    }
+    struct admin_response r;
+    rc = admin_client_request(sock, provider ? "POST" : "DELETE", "/v1/bypass-provider", body,
+                              ADMIN_CLIENT_TIMEOUT_SECS, &r, err, sizeof(err));
+    free(body);
+    if (rc != ADMIN_CLIENT_OK) {
+        fprintf(stderr, "%s switch-provider: the agent is not reachable: %s\n", prog, err);
+        return EXIT_RUNTIME;
+    }
+    json_error_t jerr;
+    json_t *doc = json_loadb(r.body, r.body_len, 0, &jerr);
+    const json_t *e = json_object_get(doc, "error");
+    if (r.status == 200) {
+        const char *now = json_string_value(json_object_get(doc, "provider"));
+        const char *prev = json_string_value(json_object_get(doc, "previous"));
+        const char *src = json_string_value(json_object_get(doc, "source"));
+        printf("bypass provider: %s (was %s; source %s%s)\n", now ? now : "?", prev ? prev : "?",
+               src ? src : "?",
+               src && !strcmp(src, "runtime") ? ", persisted in the run directory" : "");
+        rc = EXIT_OK;
+    } else {
+        fprintf(stderr, "%s switch-provider: %s\n", prog,
+                json_is_string(e) ? json_string_value(e) : "the agent refused the request");
+        rc = r.status == 400 ? EXIT_USAGE : EXIT_RUNTIME;
+    }
+    json_decref(doc);
+    admin_response_free(&r);
+    return rc;
+}
+
+static int cmd_status(int argc, char **argv)
+{
+    const char *run_dir = NULL, *unused = NULL;
+    bool clear = false;
+    int rc = parse_ops_opts("status", argc, argv, false, &run_dir, &unused, &clear);
+    if (rc >= 0)
+        return rc;
+    json_t *doc = NULL;
+    rc = status_collect(ops_run_dir(run_dir), &doc);
+    char *text = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+    json_decref(doc);
+    if (!text) {
+        fprintf(stderr, "%s status: out of memory\n", prog);
+        return EXIT_RUNTIME;
+    }
+    puts(text);
+    free(text);
+    return rc == 0 ? EXIT_OK : EXIT_RUNTIME;
+}
+
 int main(int argc, char **argv)
 {
     lr_log_set_ident("control");
@@ -383,9 +571,9 @@ int main(int argc, char **argv)
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {
-        {"render", cmd_render},
-        {"validate", cmd_validate},
-        {"up", cmd_up},
+        {"render", cmd_render}, {"validate", cmd_validate},
+        {"up", cmd_up},         {"switch-provider", cmd_switch_provider},
+        {"status", cmd_status},
     };
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
         if (!strcmp(cmd, cmds[i].name))
