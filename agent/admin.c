@@ -557,23 +557,18 @@ static void ac_free(struct admin_conn *c)
 static void ac_flush(struct admin_conn *c)
 {
     struct ev_loop *loop = c->a->loop;
-    while (c->out_off < c->out.len) {
-        ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
-        if (n > 0) {
-            c->out_off += (size_t)n;
-            continue;
+    switch (net_send_pending(c->fd, &c->out, &c->out_off)) {
+    case NET_WOULD_BLOCK:
+        if (!ev_is_active(&c->io)) {
+            ev_io_set(&c->io, c->fd, EV_WRITE);
+            ev_io_start(loop, &c->io);
         }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!ev_is_active(&c->io)) {
-                ev_io_set(&c->io, c->fd, EV_WRITE);
-                ev_io_start(loop, &c->io);
-            }
-            return;
-        }
+        return;
+    case NET_SEND_ERROR:
         ac_close(c);
         return;
+    case NET_SENT_ALL:
+        break;
     }
     shutdown(c->fd, SHUT_WR);
     ac_close(c);

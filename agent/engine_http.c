@@ -12,6 +12,7 @@
 #include <llhttp.h>
 
 #include "log.h"
+#include "net.h"
 #include "metrics.h"
 #include "models.h"
 #include "proxy.h"
@@ -989,23 +990,16 @@ static void conn_flush(struct engine_conn *c, bool may_close)
             conn_close(c);
         return;
     }
-    while (c->out_off < c->out.len) {
-        ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
-        if (n > 0) {
-            c->out_off += (size_t)n;
-            continue;
+    switch (net_send_pending(c->fd, &c->out, &c->out_off)) {
+    case NET_WOULD_BLOCK:
+        ev_io_start(loop, &c->wio);
+        if (c->out_off > ENGINE_HTTP_LOW_WATER) {
+            lr_buf_consume(&c->out, c->out_off);
+            c->out_off = 0;
         }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            ev_io_start(loop, &c->wio);
-            if (c->out_off > ENGINE_HTTP_LOW_WATER) {
-                lr_buf_consume(&c->out, c->out_off);
-                c->out_off = 0;
-            }
-            conn_update_read(c);
-            return;
-        }
+        conn_update_read(c);
+        return;
+    case NET_SEND_ERROR:
         lr_debug("engine conn %llu: send: %s", (unsigned long long)c->id, strerror(errno));
         c->dead = true;
         if (may_close)
@@ -1013,6 +1007,8 @@ static void conn_flush(struct engine_conn *c, bool may_close)
         else
             conn_mark_dirty(c);
         return;
+    case NET_SENT_ALL:
+        break;
     }
     lr_buf_reset(&c->out);
     c->out_off = 0;

@@ -253,3 +253,22 @@ void net_acceptor_close(struct net_acceptor *a)
         a->fd = -1;
     }
 }
+
+enum net_send_result net_send_pending(int fd, const struct lr_buf *out, size_t *off)
+{
+    while (*off < out->len) {
+        ssize_t n = send(fd, out->data + *off, out->len - *off, MSG_NOSIGNAL);
+        if (n > 0) {
+            *off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return NET_WOULD_BLOCK;
+        if (n == 0)
+            errno = EPIPE; /* no progress on a non-empty write */
+        return NET_SEND_ERROR;
+    }
+    return NET_SENT_ALL;
+}

@@ -4,6 +4,8 @@
 #ifndef LR_NET_H
 #define LR_NET_H
 
+#include "buf.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -12,6 +14,17 @@
 #include <ev.h>
 
 #define NET_HOST_MAX 256
+
+/* Result of net_send_pending() at the socket boundary. */
+enum net_send_result {
+    NET_SENT_ALL = 0, /* everything pending was written */
+    NET_WOULD_BLOCK,  /* the socket is full: watch for writability */
+    NET_SEND_ERROR,   /* the connection is broken; errno says why */
+};
+
+/* Writes out->data[*off .. out->len) with MSG_NOSIGNAL, advancing *off, until it is all
+ * written, the socket would block, or an error. */
+enum net_send_result net_send_pending(int fd, const struct lr_buf *out, size_t *off);
 
 /* Splits "host:port", "[v6]:port" or ":port"/"*:port" (any address). host receives the
  * address without brackets ("" for any). The port must be 0..65535, digits only.

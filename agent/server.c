@@ -385,25 +385,19 @@ static void sc_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void sc_flush(struct spop_client *c)
 {
     struct ev_loop *loop = c->t->loop;
-    while (c->out_off < c->out.len) {
-        ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
-        if (n > 0) {
-            c->out_off += (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            /* Stop reading until HAProxy takes our answers: bounds the output buffer. */
-            ev_io_stop(loop, &c->rio);
-            ev_io_start(loop, &c->wio);
-            return;
-        }
+    switch (net_send_pending(c->fd, &c->out, &c->out_off)) {
+    case NET_WOULD_BLOCK:
+        /* Stop reading until HAProxy takes our answers: bounds the output buffer. */
+        ev_io_stop(loop, &c->rio);
+        ev_io_start(loop, &c->wio);
+        return;
+    case NET_SEND_ERROR:
         stats_inc(STATS_SPOP_READ_ERRORS);
-        lr_warn("spop conn %llu: write: %s", (unsigned long long)c->id,
-                n < 0 ? strerror(errno) : "no progress");
+        lr_warn("spop conn %llu: write: %s", (unsigned long long)c->id, strerror(errno));
         sc_close(c);
         return;
+    case NET_SENT_ALL:
+        break;
     }
     c->out.len = 0;
     c->out_off = 0;
