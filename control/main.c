@@ -139,22 +139,31 @@ static void print_version(void)
     printf("%s %s\n", prog, LR_VERSION);
 }
 
-/* Parses the options of one command. Returns -1 to continue, else an exit status. */
-struct cmd_opts {
-    const char *config, *out, *mode, *run_dir;
+/* Options a command accepts (parse_opts rejects the others as unknown). */
+enum {
+    ACCEPT_CONFIG = 1u << 0,  /* -c, --config F */
+    ACCEPT_OUT = 1u << 1,     /* -o, --out DIR */
+    ACCEPT_MODE = 1u << 2,    /* -m, --mode M */
+    ACCEPT_RUN_DIR = 1u << 3, /* -r, --run-dir D */
+    ACCEPT_CLEAR = 1u << 4,   /* --clear */
+    ACCEPT_ARG = 1u << 5,     /* one positional argument */
 };
 
-static int parse_opts(const char *cmd, const char *usage, int argc, char **argv, bool want_out,
-                      bool want_mode, bool want_run_dir, struct cmd_opts *o)
+struct cmd_opts {
+    const char *config, *out, *mode, *run_dir, *arg;
+    bool clear;
+};
+
+/* Parses the options of one command; --help prints usage then usage_more (may be NULL).
+ * Returns -1 to continue, else an exit status. */
+static int parse_opts(const char *cmd, const char *usage, const char *usage_more, int argc,
+                      char **argv, unsigned accept, struct cmd_opts *o)
 {
     static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"out", required_argument, NULL, 'o'},
-        {"mode", required_argument, NULL, 'm'},
-        {"run-dir", required_argument, NULL, 'r'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, OPT_VERSION},
-        {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},    {"out", required_argument, NULL, 'o'},
+        {"mode", required_argument, NULL, 'm'},      {"run-dir", required_argument, NULL, 'r'},
+        {"clear", no_argument, NULL, OPT_CLEAR},     {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION}, {NULL, 0, NULL, 0},
     };
     opterr = 0;
     optind = 1;
@@ -162,25 +171,34 @@ static int parse_opts(const char *cmd, const char *usage, int argc, char **argv,
     while ((ch = getopt_long(argc, argv, ":c:o:m:r:h", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c':
+            if (!(accept & ACCEPT_CONFIG))
+                goto unknown;
             o->config = optarg;
             break;
         case 'o':
-            if (!want_out)
+            if (!(accept & ACCEPT_OUT))
                 goto unknown;
             o->out = optarg;
             break;
         case 'm':
-            if (!want_mode)
+            if (!(accept & ACCEPT_MODE))
                 goto unknown;
             o->mode = optarg;
             break;
         case 'r':
-            if (!want_run_dir)
+            if (!(accept & ACCEPT_RUN_DIR))
                 goto unknown;
             o->run_dir = optarg;
             break;
+        case OPT_CLEAR:
+            if (!(accept & ACCEPT_CLEAR))
+                goto unknown;
+            o->clear = true;
+            break;
         case 'h':
             fputs(usage, stdout);
+            if (usage_more)
+                fputs(usage_more, stdout);
             return EXIT_OK;
         case OPT_VERSION:
             print_version();
@@ -190,12 +208,19 @@ static int parse_opts(const char *cmd, const char *usage, int argc, char **argv,
             fprintf(stderr, "Try '%s %s --help'.\n", prog, cmd);
             return EXIT_USAGE;
         default:
-        unknown:
-            fprintf(stderr, "%s %s: unknown option %s\n", prog, cmd, argv[optind - 1]);
+        unknown : {
+            /* "--out x": getopt already took x as the value; name the option, not x. */
+            const char *bad = argv[optind - 1];
+            if (optarg && bad == optarg && optind >= 2)
+                bad = argv[optind - 2];
+            fprintf(stderr, "%s %s: unknown option %s\n", prog, cmd, bad);
             fprintf(stderr, "Try '%s %s --help'.\n", prog, cmd);
             return EXIT_USAGE;
         }
+        }
     }
+    if ((accept & ACCEPT_ARG) && optind < argc)
+        o->arg = argv[optind++];
     if (optind < argc) {
         fprintf(stderr, "%s %s: unexpected argument '%s'\n", prog, cmd, argv[optind]);
         fprintf(stderr, "Try '%s %s --help'.\n", prog, cmd);
@@ -236,7 +261,8 @@ static int load_config(const char *path, struct lr_config **out)
 static int cmd_render(int argc, char **argv)
 {
     struct cmd_opts o = {0};
-    int rc = parse_opts("render", usage_render, argc, argv, true, true, false, &o);
+    int rc = parse_opts("render", usage_render, NULL, argc, argv,
+                        ACCEPT_CONFIG | ACCEPT_OUT | ACCEPT_MODE, &o);
     if (rc >= 0)
         return rc;
     enum render_mode mode = RENDER_STANDALONE;
@@ -321,7 +347,7 @@ static int haproxy_check(const char *bin, const char *cfg, struct lr_buf *output
 static int cmd_validate(int argc, char **argv)
 {
     struct cmd_opts o = {0};
-    int rc = parse_opts("validate", usage_validate, argc, argv, false, false, false, &o);
+    int rc = parse_opts("validate", usage_validate, NULL, argc, argv, ACCEPT_CONFIG, &o);
     if (rc >= 0)
         return rc;
     struct lr_config *c = NULL;
@@ -387,7 +413,7 @@ static int cmd_validate(int argc, char **argv)
 static int cmd_up(int argc, char **argv)
 {
     struct cmd_opts o = {0};
-    int rc = parse_opts("up", usage_up, argc, argv, false, false, true, &o);
+    int rc = parse_opts("up", usage_up, NULL, argc, argv, ACCEPT_CONFIG | ACCEPT_RUN_DIR, &o);
     if (rc >= 0)
         return rc;
     const char *path = config_path(o.config);
@@ -414,70 +440,15 @@ static const char *ops_run_dir(const char *flag)
     return env && *env ? env : "./run";
 }
 
-/* Options of switch-provider and status: [--run-dir D] [--clear] [ARG]. Returns -1 to
- * continue, else an exit status. */
-static int parse_ops_opts(const char *cmd, int argc, char **argv, bool want_arg,
-                          const char **run_dir, const char **arg, bool *clear)
-{
-    static const struct option longopts[] = {
-        {"run-dir", required_argument, NULL, 'r'},
-        {"clear", no_argument, NULL, OPT_CLEAR},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, OPT_VERSION},
-        {NULL, 0, NULL, 0},
-    };
-    opterr = 0;
-    optind = 1;
-    int ch;
-    while ((ch = getopt_long(argc, argv, ":r:h", longopts, NULL)) != -1) {
-        switch (ch) {
-        case 'r':
-            *run_dir = optarg;
-            break;
-        case OPT_CLEAR:
-            if (!want_arg)
-                goto unknown;
-            *clear = true;
-            break;
-        case 'h':
-            if (want_arg) {
-                fputs(usage_switch, stdout);
-            } else {
-                fputs(usage_status_head, stdout);
-                fputs(status_fields_help, stdout);
-            }
-            return EXIT_OK;
-        case OPT_VERSION:
-            print_version();
-            return EXIT_OK;
-        case ':':
-            fprintf(stderr, "%s %s: option %s needs a value\n", prog, cmd, argv[optind - 1]);
-            fprintf(stderr, "Try '%s %s --help'.\n", prog, cmd);
-            return EXIT_USAGE;
-        default:
-        unknown:
-            fprintf(stderr, "%s %s: unknown option %s\n", prog, cmd, argv[optind - 1]);
-            fprintf(stderr, "Try '%s %s --help'.\n", prog, cmd);
-            return EXIT_USAGE;
-        }
-    }
-    if (want_arg && optind < argc)
-        *arg = argv[optind++];
-    if (optind < argc) {
-        fprintf(stderr, "%s %s: unexpected argument '%s'\n", prog, cmd, argv[optind]);
-        fprintf(stderr, "Try '%s %s --help'.\n", prog, cmd);
-        return EXIT_USAGE;
-    }
-    return -1;
-}
-
 static int cmd_switch_provider(int argc, char **argv)
 {
-    const char *run_dir = NULL, *provider = NULL;
-    bool clear = false;
-    int rc = parse_ops_opts("switch-provider", argc, argv, true, &run_dir, &provider, &clear);
+    struct cmd_opts o = {0};
+    int rc = parse_opts("switch-provider", usage_switch, NULL, argc, argv,
+                        ACCEPT_RUN_DIR | ACCEPT_CLEAR | ACCEPT_ARG, &o);
     if (rc >= 0)
         return rc;
+    const char *provider = o.arg;
+    bool clear = o.clear;
     if (clear == (provider != NULL)) {
         fprintf(stderr, "%s switch-provider: %s\nTry '%s switch-provider --help'.\n", prog,
                 clear ? "--clear takes no provider"
@@ -485,7 +456,7 @@ static int cmd_switch_provider(int argc, char **argv)
                 prog);
         return EXIT_USAGE;
     }
-    const char *dir = ops_run_dir(run_dir);
+    const char *dir = ops_run_dir(o.run_dir);
     char sock[PATH_MAX], err[1024] = "";
     if (admin_client_socket_path(dir, sock, sizeof(sock), err, sizeof(err)) < 0) {
         fprintf(stderr, "%s switch-provider: %s (is the run directory right? --run-dir)\n", prog,
@@ -533,13 +504,13 @@ static int cmd_switch_provider(int argc, char **argv)
 
 static int cmd_status(int argc, char **argv)
 {
-    const char *run_dir = NULL, *unused = NULL;
-    bool clear = false;
-    int rc = parse_ops_opts("status", argc, argv, false, &run_dir, &unused, &clear);
+    struct cmd_opts o = {0};
+    int rc =
+        parse_opts("status", usage_status_head, status_fields_help, argc, argv, ACCEPT_RUN_DIR, &o);
     if (rc >= 0)
         return rc;
     json_t *doc = NULL;
-    rc = status_collect(ops_run_dir(run_dir), &doc);
+    rc = status_collect(ops_run_dir(o.run_dir), &doc);
     char *text = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
     json_decref(doc);
     if (!text) {
