@@ -28,6 +28,7 @@
 #define DEFAULT_ENGINE_BIND          "127.0.0.1:8081"
 #define DEFAULT_MAX_BODY             104857600ull
 #define DEFAULT_SSE_KEEPALIVE        15u
+#define DEFAULT_MAX_TOKENS           4096u
 #define DEFAULT_TIMEOUT_SECS         600u
 #define DEFAULT_CONNECT_TIMEOUT_SECS 10u
 #define DEFAULT_MAX_RETRIES          3u
@@ -513,6 +514,20 @@ static int parse_http_server(struct agent_settings *s, const json_t *root, char 
     return 0;
 }
 
+static int parse_translation(struct agent_settings *s, const json_t *root, char *err,
+                             size_t errlen)
+{
+    const json_t *t;
+
+    if (get_object(root, "translation", &t, err, errlen) < 0)
+        return -1;
+    s->default_max_tokens = DEFAULT_MAX_TOKENS;
+    if (!t)
+        return 0;
+    return get_unsigned(t, "translation", "default_max_tokens", DEFAULT_MAX_TOKENS, 1, 1000000,
+                        &s->default_max_tokens, err, errlen);
+}
+
 /* Picks, among enabled providers of `type`, the one named like the type, else the first. */
 static const struct agent_provider *pick_type(const struct agent_settings *s,
                                               enum agent_provider_type type)
@@ -615,7 +630,8 @@ static int parse_root(struct agent_settings *s, const json_t *root, char *err, s
     s->max_frame_size = (uint32_t)u;
 
     if (parse_providers(s, root, err, errlen) < 0 || parse_bypass(s, root, err, errlen) < 0 ||
-        parse_intercept(s, root, err, errlen) < 0 || parse_http_server(s, root, err, errlen) < 0)
+        parse_intercept(s, root, err, errlen) < 0 || parse_http_server(s, root, err, errlen) < 0 ||
+        parse_translation(s, root, err, errlen) < 0)
         return -1;
 
     if ((v = json_object_get(root, "routing")) && !json_is_null(v)) {

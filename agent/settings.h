@@ -23,7 +23,8 @@
  *      "timeout_secs": 600, "connect_timeout_secs": 10, "max_retries": 3}
  *   ],
  *   "routing": {...},        kept as JSON for the routing engine
- *   "http_server": {"max_request_body_bytes": 104857600, "sse_keepalive_interval_secs": 15}
+ *   "http_server": {"max_request_body_bytes": 104857600, "sse_keepalive_interval_secs": 15},
+ *   "translation": {"default_max_tokens": 4096}   OpenAI -> Anthropic without max_tokens
  * }
  * Secrets are never in this file: only api_key_env names; values come from the environment. */
 #ifndef LR_SETTINGS_H
@@ -72,6 +73,7 @@ struct agent_settings {
     size_t n_providers;
     uint64_t max_request_body_bytes;
     unsigned sse_keepalive_interval_secs;
+    unsigned default_max_tokens; /* translation.default_max_tokens */
     json_t *routing;  /* owned reference, may be NULL */
     json_t *root;     /* the whole document, owned */
     char digest[65];  /* sha256 (lowercase hex) of the JSON bytes parsed, as `sha256sum` shows */

@@ -682,6 +682,7 @@ static void set_defaults(struct ctx *x)
                    "usual one failed. Continue normally.");
     c->http_server.max_request_body_bytes = 104857600;
     c->http_server.sse_keepalive_interval_secs = 15;
+    c->translation.default_max_tokens = 4096;
     c->haproxy.bind = xstrdup(x, "127.0.0.1:8080");
     c->haproxy.stats_bind = xstrdup(x, "127.0.0.1:8404");
     c->haproxy.maxconn = 4000;
@@ -1721,6 +1722,24 @@ static void parse_http_server(struct ctx *x, yaml_node_t *n)
     }
 }
 
+static void parse_translation(struct ctx *x, yaml_node_t *n)
+{
+    static const char *const keys[] = {"default_max_tokens"};
+    static const struct keyset ks = KEYSET_NOIG(keys);
+    if (is_null(n) || !expect_type(x, n, YAML_MAPPING_NODE, "translation"))
+        return;
+    uint64_t seen = 0;
+    yaml_node_t *k, *v;
+    FOR_PAIRS(x, n, k, v)
+    {
+        const char *key = map_key(x, k, &ks, &seen);
+        if (!key || is_null(v))
+            continue;
+        get_uint_into(x, v, "translation.default_max_tokens", 1, 1000000,
+                      &x->c->translation.default_max_tokens);
+    }
+}
+
 static void set_bind(struct ctx *x, int which, yaml_node_t *v, char **dst)
 {
     char *s = get_string(x, v, bind_keys[which]);
@@ -1912,7 +1931,8 @@ static void parse_root(struct ctx *x, yaml_node_t *root)
 {
     static const char *const keys[] = {"api_dialect", "providers",   "bypass",  "intercept",
                                        "routing",     "http_server", "haproxy", "agent",
-                                       "run_dir",     "logging",     "boltin"};
+                                       "run_dir",     "logging",     "boltin",
+                                       "translation"};
     /* LunaRoute's top-level keys we accept and ignore: ServerConfig's host, port,
      * session_recording, session_stats_max_sessions, ui; and server, observability,
      * listeners from its shipped example configs. host/port are not mapped onto
@@ -1954,6 +1974,8 @@ static void parse_root(struct ctx *x, yaml_node_t *root)
             parse_logging(x, v);
         else if (strcmp(key, "boltin") == 0)
             parse_boltin(x, v);
+        else if (strcmp(key, "translation") == 0)
+            parse_translation(x, v);
         else if (strcmp(key, "run_dir") == 0) {
             if (is_null(v))
                 continue;

@@ -95,6 +95,9 @@ struct lr_config {
         unsigned sse_keepalive_interval_secs;
     } http_server;
     struct {
+        unsigned default_max_tokens; /* OpenAI -> Anthropic requests without max_tokens */
+    } translation;
+    struct {
         char *bind;       /* host:port */
         char *stats_bind; /* host:port */
         unsigned maxconn;

@@ -768,6 +768,11 @@ char *render_agent_json(const struct lr_config *c, const struct render_paths *p)
     }
     jset(root, "http_server", hs, &failed);
 
+    json_t *tr = json_object();
+    if (tr)
+        jset(tr, "default_max_tokens", json_integer(c->translation.default_max_tokens), &failed);
+    jset(root, "translation", tr, &failed);
+
     char *text = NULL;
     if (!failed)
         text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

@@ -145,6 +145,7 @@ static void check_defaults(const struct lr_config *c)
     assert_true(strlen(c->provider_switch_notification.default_message) > 10);
     assert_int_equal(c->http_server.max_request_body_bytes, 104857600);
     assert_int_equal(c->http_server.sse_keepalive_interval_secs, 15);
+    assert_int_equal(c->translation.default_max_tokens, 4096);
     assert_string_equal(c->haproxy.bind, "127.0.0.1:8080");
     assert_string_equal(c->haproxy.stats_bind, "127.0.0.1:8404");
     assert_int_equal(c->haproxy.maxconn, 4000);
@@ -223,6 +224,7 @@ static const char full_yaml[] =
     "  circuit_breaker: {failure_threshold: 3, success_threshold: 1, open_secs: 30}\n"
     "  provider_switch_notification: {enabled: true, default_message: \"switched\"}\n"
     "http_server: {max_request_body_bytes: 1048576, sse_keepalive_interval_secs: 20}\n"
+    "translation: {default_max_tokens: 1024}\n"
     "haproxy: {bind: 0.0.0.0:9080, stats_bind: 127.0.0.1:9404, maxconn: 100, failure_mode: "
     "reject}\n"
     "agent: {spoa_bind: 127.0.0.1:22345, engine_bind: 127.0.0.1:9081, admin_socket: "
@@ -288,6 +290,7 @@ static void test_full_file(void **state)
     assert_string_equal(c->provider_switch_notification.default_message, "switched");
     assert_int_equal(c->http_server.max_request_body_bytes, 1048576);
     assert_int_equal(c->http_server.sse_keepalive_interval_secs, 20);
+    assert_int_equal(c->translation.default_max_tokens, 1024);
     assert_string_equal(c->haproxy.bind, "0.0.0.0:9080");
     assert_string_equal(c->haproxy.stats_bind, "127.0.0.1:9404");
     assert_int_equal(c->haproxy.maxconn, 100);
@@ -893,6 +896,11 @@ static void test_error_positions(void **state)
     fails_with("http_server: {sse_keepalive_interval_secs: 3601}\n", NULL,
                "t.yaml:1:44: http_server.sse_keepalive_interval_secs: must be between 1 and "
                "3600");
+    fails_with("translation: {default_max_tokens: 0}\n", NULL,
+               "t.yaml:1:35: translation.default_max_tokens: must be between 1 and 1000000");
+    fails_with("translation: {default_max_token: 5}\n", NULL,
+               "t.yaml:1:15: unknown key 'default_max_token' (did you mean "
+               "'default_max_tokens'?)");
     fails_with("haproxy: {maxconn: 99999999999999999999999}\n", NULL,
                "t.yaml:1:20: haproxy.maxconn: must be between 1 and 1000000");
     /* enums */

@@ -47,6 +47,7 @@ static const char full_doc[] =
     "  \"routing\": {\"rules\": [{\"name\": \"r\", \"primary\": \"openai\"}]},\n"
     "  \"http_server\": {\"max_request_body_bytes\": 1048576, \"sse_keepalive_interval_secs\": "
     "30},\n"
+    "  \"translation\": {\"default_max_tokens\": 2048},\n"
     "  \"unknown_top_level\": {\"ignored\": true}\n"
     "}\n";
 
@@ -70,6 +71,7 @@ static void test_full_document(void **state)
     assert_string_equal(s->bypass_provider, "groq");
     assert_int_equal(s->max_request_body_bytes, 1048576);
     assert_int_equal(s->sse_keepalive_interval_secs, 30);
+    assert_int_equal(s->default_max_tokens, 2048);
 
     assert_int_equal(s->n_providers, 3);
     const struct agent_provider *p = &s->providers[0];
@@ -145,6 +147,7 @@ static void test_defaults(void **state)
     assert_null(s->providers);
     assert_int_equal(s->max_request_body_bytes, 104857600ull);
     assert_int_equal(s->sse_keepalive_interval_secs, 15);
+    assert_int_equal(s->default_max_tokens, 4096);
     assert_null(s->routing);
     assert_non_null(s->root);
     assert_int_equal(s->n_intercept_paths, LR_DEFAULT_INTERCEPT_COUNT);
@@ -314,6 +317,9 @@ static const struct err_case err_cases[] = {
      "http_server.max_request_body_bytes: must be between 1 and 1099511627776"},
     {"{\"http_server\": {\"sse_keepalive_interval_secs\": 0}}",
      "http_server.sse_keepalive_interval_secs: must be between 1 and 3600"},
+    {"{\"translation\": {\"default_max_tokens\": 0}}",
+     "translation.default_max_tokens: must be between 1 and 1000000"},
+    {"{\"translation\": []}", "translation: expected an object"},
     {"{\"routing\": []}", "routing: expected an object"},
 };
 
