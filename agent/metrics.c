@@ -36,6 +36,7 @@
 
 #define METRICS_MAX_PROVIDER_LABELS 64    /* "other" included */
 #define METRICS_MAX_REASONS         16    /* "other" included */
+#define METRICS_MAX_DROP_FIELDS     64    /* "other" included */
 #define METRICS_MAX_REQUEST_SERIES  16384 /* then {provider,model,status}="other" */
 #define METRICS_MAX_LABEL_BYTES     200
 #define OTHER                       "other"
@@ -95,11 +96,15 @@ static struct {
     struct label_table providers, models, reasons;
     struct provider_metrics prov[METRICS_MAX_PROVIDER_LABELS];
     uint64_t fallbacks[METRICS_MAX_REASONS];
+    struct label_table drop_fields;
+    uint64_t translations[2];                          /* by direction */
+    uint64_t dropped[2][METRICS_MAX_DROP_FIELDS];      /* by direction, field */
     struct req_entry *req;
     size_t req_cap, req_n;
 } reg = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
     .providers = {.cap = METRICS_MAX_PROVIDER_LABELS},
+    .drop_fields = {.cap = METRICS_MAX_DROP_FIELDS},
     .models = {.cap = METRICS_MAX_MODELS + 1},
     .reasons = {.names = {METRICS_FALLBACK_5XX, METRICS_FALLBACK_CONNECT, METRICS_FALLBACK_TIMEOUT,
                           METRICS_FALLBACK_RATE_LIMITED, METRICS_FALLBACK_CIRCUIT_OPEN},
@@ -317,6 +322,25 @@ void metrics_fallback(const char *reason)
     pthread_mutex_unlock(&reg.lock);
 }
 
+static const char *const directions[2] = {"openai_to_anthropic", "anthropic_to_openai"};
+
+void metrics_translation(int to_anthropic)
+{
+    pthread_mutex_lock(&reg.lock);
+    reg.translations[to_anthropic ? 0 : 1]++;
+    pthread_mutex_unlock(&reg.lock);
+}
+
+void metrics_translation_dropped(int to_anthropic, const char *field)
+{
+    int i;
+
+    pthread_mutex_lock(&reg.lock);
+    if ((i = intern(&reg.drop_fields, field)) >= 0)
+        reg.dropped[to_anthropic ? 0 : 1][i]++;
+    pthread_mutex_unlock(&reg.lock);
+}
+
 void metrics_retry(const char *provider)
 {
     struct provider_metrics *pm;
@@ -524,6 +548,27 @@ static void render_registry(struct writer *w)
         w_puts(w, "}");
         w_u64(w, reg.fallbacks[i]);
     }
+    w_family(w, "lunaroute_translations_total", "counter",
+             "Requests translated between the OpenAI and Anthropic dialects, by direction.");
+    for (size_t d = 0; d < 2; d++) {
+        w_puts(w, "lunaroute_translations_total");
+        w_label(w, true, "direction", directions[d]);
+        w_puts(w, "}");
+        w_u64(w, reg.translations[d]);
+    }
+    w_family(w, "lunaroute_translation_dropped_fields_total", "counter",
+             "Fields with no counterpart in the target dialect, dropped in translation.");
+    for (size_t d = 0; d < 2; d++) {
+        for (size_t i = 0; i < reg.drop_fields.n; i++) {
+            if (!reg.dropped[d][i])
+                continue;
+            w_puts(w, "lunaroute_translation_dropped_fields_total");
+            w_label(w, true, "direction", directions[d]);
+            w_label(w, false, "field", reg.drop_fields.names[i]);
+            w_puts(w, "}");
+            w_u64(w, reg.dropped[d][i]);
+        }
+    }
     render_per_provider(w, "lunaroute_retries_total", "counter",
                         "Attempts retried on the same provider.",
                         offsetof(struct provider_metrics, retries), false);
@@ -681,6 +726,9 @@ void metrics_free_all(void)
     table_clear(&reg.reasons);
     memset(reg.prov, 0, sizeof(reg.prov));
     memset(reg.fallbacks, 0, sizeof(reg.fallbacks));
+    table_clear(&reg.drop_fields);
+    memset(reg.translations, 0, sizeof(reg.translations));
+    memset(reg.dropped, 0, sizeof(reg.dropped));
     free(reg.req);
     reg.req = NULL;
     reg.req_cap = reg.req_n = 0;

@@ -17,6 +17,9 @@
  *   lunaroute_spop_frames_total, lunaroute_spop_notify_total, lunaroute_spop_ack_total
  *   lunaroute_active_connections{listener="spop"|"engine"}     gauge
  *   lunaroute_upstream_active{provider}                        gauge (in-flight attempts)
+ *   lunaroute_translations_total{direction}                    counter (openai_to_anthropic |
+ *                                                              anthropic_to_openai)
+ *   lunaroute_translation_dropped_fields_total{direction,field} counter (no counterpart)
  *   lunaroute_bypass_provider_info{provider}                   gauge, 1 (bypass provider in
  *                                                              force; set by admin.c)
  * Label values are escaped; distinct model values are capped (METRICS_MAX_MODELS, then
@@ -46,6 +49,10 @@ void metrics_stream_chunks(const char *provider, uint64_t n);
 void metrics_fallback(const char *reason);
 void metrics_retry(const char *provider);
 void metrics_upstream_active(const char *provider, int delta);
+/* A request translated to the Anthropic dialect (to_anthropic) or to the OpenAI one, and a
+ * field dropped in that direction (interned, bounded: METRICS_MAX_DROP_FIELDS). */
+void metrics_translation(int to_anthropic);
+void metrics_translation_dropped(int to_anthropic, const char *field);
 /* The bypass provider in force ("auto" or a name), rendered as
  * lunaroute_bypass_provider_info{provider="..."} 1; NULL: not rendered. */
 void metrics_set_bypass_provider(const char *name);

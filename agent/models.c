@@ -297,7 +297,9 @@ void models_handle(struct proxy_ctx *px, struct engine_conn *c,
         bool ok = true;
         char err[256] = "no upstream";
         lr_buf_reset(&url);
-        struct curl_slist *h = proxy_upstream_headers(g, sub->prov, req, &ok);
+        struct curl_slist *h = proxy_upstream_headers(
+            g, sub->prov, req,
+            sub->prov->type == AGENT_PROVIDER_ANTHROPIC ? ROUTER_ANTHROPIC : ROUTER_OPENAI, &ok);
         if (lr_buf_printf(&url, "%s/v1/models", sub->prov->base_url) < 0)
             ok = false;
         if (ok && px->up) {

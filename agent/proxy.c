@@ -16,12 +16,14 @@
 #include "router.h"
 #include "settings.h"
 #include "sse.h"
+#include "translate.h"
 #include "upstream.h"
 
 #define PX_MAX_ERR_BODY  (64u * 1024u) /* a retryable error response kept for the verdict */
 #define PX_MAX_MODEL_LBL 200           /* model label bytes kept for metrics and logs */
 #define PX_MAX_RESP_HDRS 128
 #define PX_STATUS_GONE   499 /* metrics: the client went away first */
+#define PX_MAX_XLATE_BODY (64u * 1024u * 1024u) /* a non-streamed response to translate */
 
 /* ---- generations ---- */
 
@@ -136,22 +138,54 @@ static struct curl_slist *slist_add(struct curl_slist *l, const char *line, bool
     return n;
 }
 
+static bool name_has_prefix(const char *name, size_t len, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return len >= n && strncasecmp(name, prefix, n) == 0;
+}
+
+/* The client's own credential in the other dialect's form, for a translated request with no
+ * configured key: "Authorization: Bearer K" <-> "x-api-key: K". NULL when there is none. */
+static const struct engine_http_header *client_credential(const struct engine_http_request *req,
+                                                          bool to_anthropic, size_t *off)
+{
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const struct engine_http_header *h = &req->headers[i];
+        if (to_anthropic && name_is(h->name, h->name_len, "authorization") &&
+            h->value_len > 7 && strncasecmp(h->value, "Bearer ", 7) == 0) {
+            *off = 7;
+            return h;
+        }
+        if (!to_anthropic && name_is(h->name, h->name_len, "x-api-key") && h->value_len) {
+            *off = 0;
+            return h;
+        }
+    }
+    return NULL;
+}
+
 struct curl_slist *proxy_upstream_headers(const struct engine_gen *g,
                                           const struct agent_provider *p,
-                                          const struct engine_http_request *req, bool *ok)
+                                          const struct engine_http_request *req,
+                                          enum router_dialect client, bool *ok)
 {
     struct curl_slist *l = NULL;
     struct lr_buf line = {0};
     const char *key = engine_gen_key(g, p);
+    bool to_anthropic = p->type == AGENT_PROVIDER_ANTHROPIC;
+    bool xlate = to_anthropic != (client == ROUTER_ANTHROPIC);
     bool has_av = false, has_ctype = false;
     *ok = true;
     for (size_t i = 0; i < req->n_headers && *ok; i++) {
         const struct engine_http_header *h = &req->headers[i];
         if (drop_request_header(h->name, h->name_len))
             continue;
-        if (key && (name_is(h->name, h->name_len, "authorization") ||
-                    name_is(h->name, h->name_len, "x-api-key")))
-            continue; /* the configured key replaces the client's, in either dialect's header */
+        if ((key || xlate) && (name_is(h->name, h->name_len, "authorization") ||
+                               name_is(h->name, h->name_len, "x-api-key")))
+            continue; /* the configured key replaces the client's, in either dialect's header;
+                         translated: the client's own key goes in the target's header below */
+        if (xlate && name_has_prefix(h->name, h->name_len, to_anthropic ? "openai-" : "anthropic-"))
+            continue; /* the source dialect's API headers mean nothing to the target */
         if (name_is(h->name, h->name_len, "anthropic-version"))
             has_av = true;
         else if (name_is(h->name, h->name_len, "content-type"))
@@ -184,6 +218,21 @@ struct curl_slist *proxy_upstream_headers(const struct engine_gen *g,
         /* wipe the scratch copy of the key */
         if (line.data)
             memset(line.data, 0, line.cap);
+    } else if (*ok && xlate) {
+        size_t off = 0;
+        const struct engine_http_header *cred = client_credential(req, to_anthropic, &off);
+        lr_buf_reset(&line);
+        if (cred) {
+            if (lr_buf_printf(&line, to_anthropic ? "x-api-key: %.*s" : "Authorization: Bearer %.*s",
+                              (int)(cred->value_len - off), cred->value + off) < 0)
+                *ok = false;
+            else
+                l = slist_add(l, (const char *)line.data, ok);
+            if (line.data)
+                memset(line.data, 0, line.cap);
+        }
+        if (to_anthropic && !has_av)
+            l = slist_add(l, "anthropic-version: 2023-06-01", ok);
     }
     /* Identity only: the relay forwards bytes as they come and parses event streams; a
      * compressed stream could not be split into events. */
@@ -200,7 +249,9 @@ struct curl_slist *proxy_upstream_headers(const struct engine_gen *g,
 enum px_mode {
     PX_MODE_NONE = 0, /* no response headers yet */
     PX_MODE_BUFFER,   /* a retryable error response: kept until the verdict */
-    PX_MODE_RELAY,    /* final: relayed to the client as it arrives */
+    PX_MODE_RELAY,    /* final: relayed to the client as it arrives (translated event by
+                         event when the provider speaks the other dialect) */
+    PX_MODE_XLATE,    /* final, not an event stream, other dialect: kept whole, translated */
 };
 
 enum px_fail { PX_FAIL_NONE = 0, PX_FAIL_CONNECT, PX_FAIL_TIMEOUT, PX_FAIL_5XX, PX_FAIL_429 };
@@ -235,15 +286,51 @@ struct proxy_req {
     int last_status;
     struct lr_buf last_hdrs, last_body;
     enum px_fail last_fail;
-    /* provider_switch_notification: the parsed body (kept only when enabled) and the body
-     * sent to a fallback provider */
+    bool last_other_dialect; /* the last error response is in the provider's dialect */
+    /* The parsed body, kept when a candidate needs a translation or a switch notification;
+     * out_body: what goes to the current candidate instead of the client's bytes. */
     json_t *root;
-    char *sw_body;
+    char *out_body;
+    size_t out_body_len;
     enum router_switch_reason sw_reason;
+    /* translation (the current candidate speaks the other dialect) */
+    bool xlate, include_usage, xfailed;
+    const char *xerr; /* why the request could not be translated (static) */
+    char xerr_buf[200];
+    struct tr_stream *trs;
+    struct lr_buf xout;
 };
 
 static void px_next(struct proxy_req *r);
 static void px_free(struct proxy_req *r);
+
+static enum router_dialect px_prov_dialect(const struct agent_provider *p)
+{
+    return p->type == AGENT_PROVIDER_ANTHROPIC ? ROUTER_ANTHROPIC : ROUTER_OPENAI;
+}
+
+static enum tr_dialect px_tr(enum router_dialect d)
+{
+    return d == ROUTER_ANTHROPIC ? TR_ANTHROPIC : TR_OPENAI;
+}
+
+/* Dropped-field reports, by the direction of the translation at hand. */
+static void px_drop_to_anthropic(void *ud, const char *field)
+{
+    (void)ud;
+    metrics_translation_dropped(1, field);
+}
+
+static void px_drop_to_openai(void *ud, const char *field)
+{
+    (void)ud;
+    metrics_translation_dropped(0, field);
+}
+
+static tr_drop_fn px_drop_fn(enum router_dialect to)
+{
+    return to == ROUTER_ANTHROPIC ? px_drop_to_anthropic : px_drop_to_openai;
+}
 
 static const char *px_prov_name(const struct proxy_req *r)
 {
@@ -307,32 +394,78 @@ static void px_fail_json(struct proxy_req *r, int status, const char *msg)
     px_free(r);
 }
 
-/* Nothing left to try: the last upstream error response as the provider sent it, else a
- * gateway error. */
+/* Answers with status, the kept upstream headers (name\0value\0 pairs) and body, and frees
+ * r. json_body: the body was re-written (translated): the upstream's content-type and
+ * content-encoding no longer apply. */
+static void px_send_kept(struct proxy_req *r, int status, const struct lr_buf *hdrs,
+                         const void *body, size_t len, bool json_body)
+{
+    struct engine_http_header h[PX_MAX_RESP_HDRS];
+    size_t n = 0;
+    const char *p = (const char *)hdrs->data;
+    const char *end = p + hdrs->len;
+    while (p && p < end && n < PX_MAX_RESP_HDRS - 1) {
+        size_t nl = strlen(p);
+        const char *v = p + nl + 1;
+        size_t vl = strlen(v);
+        if (!json_body ||
+            !(name_is(p, nl, "content-type") || name_is(p, nl, "content-encoding")))
+            h[n++] = (struct engine_http_header){p, nl, v, vl};
+        p = v + vl + 1;
+    }
+    if (json_body)
+        h[n++] = (struct engine_http_header){"Content-Type", 12, "application/json", 16};
+    px_metrics_done(r, status);
+    if (engine_conn_begin(r->conn, status, h, n, (int64_t)len) == 0 && len)
+        (void)engine_conn_write(r->conn, body, len);
+    engine_conn_end(r->conn, false);
+    px_free(r);
+}
+
+/* An upstream error response (status, body in the provider's dialect) in the client's
+ * dialect: malloc'd compact JSON, *status_out set; NULL on allocation failure. */
+static char *px_translate_error(struct proxy_req *r, int status, const struct lr_buf *body,
+                                enum router_dialect from, int *status_out, size_t *len)
+{
+    json_error_t e;
+    json_t *in = body->len ? json_loadb((const char *)body->data, body->len, 0, &e) : NULL;
+    json_t *out = tr_error(px_tr(from), px_tr(r->dialect), status, in, status_out);
+    char *text = out ? json_dumps(out, JSON_COMPACT) : NULL;
+    json_decref(in);
+    json_decref(out);
+    *len = text ? strlen(text) : 0;
+    return text;
+}
+
+/* Nothing left to try: the last upstream error response as the provider sent it (translated
+ * into the client's dialect when the provider speaks the other one), else a gateway error. */
 static void px_exhausted(struct proxy_req *r)
 {
-    if (r->last_status) {
-        struct engine_http_header h[PX_MAX_RESP_HDRS];
-        size_t n = 0;
-        const char *p = (const char *)r->last_hdrs.data;
-        const char *end = p + r->last_hdrs.len;
-        while (p && p < end && n < PX_MAX_RESP_HDRS) {
-            size_t nl = strlen(p);
-            const char *v = p + nl + 1;
-            size_t vl = strlen(v);
-            h[n++] = (struct engine_http_header){p, nl, v, vl};
-            p = v + vl + 1;
+    if (r->last_status && r->last_other_dialect) {
+        enum router_dialect from =
+            r->dialect == ROUTER_ANTHROPIC ? ROUTER_OPENAI : ROUTER_ANTHROPIC;
+        int st = r->last_status;
+        size_t len;
+        char *text = px_translate_error(r, r->last_status, &r->last_body, from, &st, &len);
+        if (text) {
+            struct lr_buf hdrs = r->last_hdrs; /* px_send_kept frees r */
+            r->last_hdrs = (struct lr_buf){0};
+            px_send_kept(r, st, &hdrs, text, len, true);
+            lr_buf_free(&hdrs);
+            free(text);
+            return;
         }
-        px_metrics_done(r, r->last_status);
-        if (engine_conn_begin(r->conn, r->last_status, h, n, (int64_t)r->last_body.len) == 0 &&
-            r->last_body.len)
-            (void)engine_conn_write(r->conn, r->last_body.data, r->last_body.len);
-        engine_conn_end(r->conn, false);
-        px_free(r);
+    }
+    if (r->last_status) {
+        px_send_kept(r, r->last_status, &r->last_hdrs, r->last_body.data, r->last_body.len,
+                     false);
         return;
     }
     if (!r->any_attempt) {
-        px_fail_json(r, 503, "No provider available for this request");
+        if (r->xerr)
+            px_fail_json(r, 400, r->xerr);
+        else
+            px_fail_json(r, 503, "No provider available for this request");
         return;
     }
     if (r->last_fail == PX_FAIL_TIMEOUT)
@@ -348,6 +481,20 @@ static int px_on_event(void *ud, const struct sse_event *ev)
         r->ttft_done = true;
         metrics_ttft(px_prov_name(r), proxy_now() - r->t_start);
     }
+    if (!r->trs)
+        return 0;
+    /* translated relay: the event in the client's dialect, written whole */
+    lr_buf_reset(&r->xout);
+    int rc = tr_stream_feed(r->trs, ev->event, ev->event_len, ev->data, ev->data_len,
+                            px_drop_fn(r->dialect), r, &r->xout);
+    if (rc < 0) {
+        r->xfailed = true;
+        return rc;
+    }
+    if (r->xout.len && engine_conn_write(r->conn, r->xout.data, r->xout.len) < 0) {
+        r->write_failed = true;
+        return -1;
+    }
     return 0;
 }
 
@@ -356,7 +503,9 @@ static void px_ka_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct proxy_req *r = w->data;
-    if (r->mode != PX_MODE_RELAY || r->paused || !r->sp.at_boundary || r->sp.failed)
+    /* a translated stream is written event by event: always at a boundary */
+    if (r->mode != PX_MODE_RELAY || r->paused ||
+        (!r->trs && (!r->sp.at_boundary || r->sp.failed)))
         return;
     static const char ka[] = ": keep-alive\n\n";
     (void)engine_conn_write(r->conn, ka, sizeof(ka) - 1);
@@ -370,6 +519,10 @@ static int px_on_headers(void *ud, int status, const struct upstream_header *uh,
     struct engine_http_header h[PX_MAX_RESP_HDRS];
     size_t nh = 0;
     int64_t clen = -1;
+    for (size_t i = 0; i < n; i++)
+        if (name_is(uh[i].name, strlen(uh[i].name), "content-type") &&
+            strncasecmp(uh[i].value, "text/event-stream", 17) == 0)
+            r->sse = true;
     for (size_t i = 0; i < n; i++) {
         const char *name = uh[i].name, *value = uh[i].value;
         size_t nl = strlen(name);
@@ -390,9 +543,7 @@ static int px_on_headers(void *ud, int status, const struct upstream_header *uh,
         if (status == 429 && name_is(name, nl, "retry-after") &&
             retry_after_parse(value, strlen(value), time(NULL), &ra) == 0)
             r->retry_after = ra;
-        if (name_is(name, nl, "content-type") && strncasecmp(value, "text/event-stream", 17) == 0)
-            r->sse = true;
-        if (retryable) {
+        if (retryable || (r->xlate && !r->sse)) {
             if (lr_buf_append(&r->cur_hdrs, name, nl + 1) < 0 ||
                 lr_buf_append(&r->cur_hdrs, value, strlen(value) + 1) < 0)
                 return -1;
@@ -409,7 +560,20 @@ static int px_on_headers(void *ud, int status, const struct upstream_header *uh,
         router_report(r->gen->router, r->prov, ROUTER_OK, -1, proxy_now());
         r->admitted = false;
     }
+    if (r->xlate && !r->sse) {
+        r->mode = PX_MODE_XLATE; /* kept whole, translated when complete */
+        return 0;
+    }
     r->mode = PX_MODE_RELAY;
+    if (r->xlate) {
+        clen = -1; /* the translated stream is another length */
+        if (status >= 200 && status < 300 &&
+            !(r->trs = tr_stream_new(px_tr(px_prov_dialect(r->prov)), r->model, r->include_usage,
+                                     (int64_t)time(NULL)))) {
+            r->write_failed = true;
+            return -1;
+        }
+    }
     if (engine_conn_begin(r->conn, status, h, nh, clen) < 0) {
         r->write_failed = true;
         return -1;
@@ -437,6 +601,13 @@ static int px_on_data(void *ud, const char *p, size_t len)
             return UPSTREAM_DATA_ABORT;
         return UPSTREAM_DATA_OK;
     }
+    if (r->mode == PX_MODE_XLATE) {
+        if (len > PX_MAX_XLATE_BODY - r->cur_body.len || lr_buf_append(&r->cur_body, p, len) < 0) {
+            r->xfailed = true;
+            return UPSTREAM_DATA_ABORT;
+        }
+        return UPSTREAM_DATA_OK;
+    }
     if (r->mode != PX_MODE_RELAY)
         return UPSTREAM_DATA_OK;
     if (engine_conn_congested(r->conn)) {
@@ -444,18 +615,27 @@ static int px_on_data(void *ud, const char *p, size_t len)
         engine_conn_want_drain(r->conn);
         return UPSTREAM_DATA_PAUSE;
     }
-    if (engine_conn_write(r->conn, p, len) < 0) {
+    if (!r->trs && engine_conn_write(r->conn, p, len) < 0) {
         r->write_failed = true;
         return UPSTREAM_DATA_ABORT;
     }
     if (r->sp_init) {
         if (!r->sp.failed) {
             int rc = sse_feed(&r->sp, p, len, px_on_event, r);
+            if (rc < 0 && r->trs) {
+                /* nothing can be relayed that was not translated */
+                r->xfailed = !r->write_failed;
+                return UPSTREAM_DATA_ABORT;
+            }
             if (rc < 0)
                 lr_debug("engine conn %llu: event stream not parseable (%d), relaying as is",
                          (unsigned long long)engine_conn_id(r->conn), rc);
+        } else if (r->trs) {
+            return UPSTREAM_DATA_ABORT;
         }
         ev_timer_again(r->px->loop, &r->ka_timer);
+    } else if (r->trs) {
+        return UPSTREAM_DATA_ABORT; /* cannot happen: a translated relay is an event stream */
     }
     return UPSTREAM_DATA_OK;
 }
@@ -464,7 +644,7 @@ static int px_on_data(void *ud, const char *p, size_t len)
  * never a clean end; the connection closes after it. */
 static void px_stream_error(struct proxy_req *r, const char *msg)
 {
-    if (!r->sp.at_boundary || r->sp.failed)
+    if (!r->trs && (!r->sp.at_boundary || r->sp.failed))
         (void)engine_conn_write(r->conn, "\n\n", 2);
     json_t *m = json_string(msg && *msg ? msg : "upstream stream interrupted");
     if (!m)
@@ -494,6 +674,7 @@ static void px_stream_error(struct proxy_req *r, const char *msg)
 
 static void px_retry_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void px_attempt(struct proxy_req *r);
+static void px_xlate_done(struct proxy_req *r, CURLcode code, const char *error);
 
 /* An attempt failed before any byte reached the client. */
 static void px_attempt_failed(struct proxy_req *r, enum px_fail f)
@@ -568,11 +749,21 @@ static void px_on_done(void *ud, CURLcode code, const char *error)
         px_metrics_done(r, r->status);
         if (r->write_failed) {
             engine_conn_abort(r->conn);
+        } else if (r->xfailed) {
+            lr_info("engine conn %llu: the event stream from %s could not be translated",
+                    (unsigned long long)engine_conn_id(r->conn), px_prov_name(r));
+            px_stream_error(r, "the upstream event stream could not be translated");
         } else if (code == CURLE_OK) {
             bool ok_status = r->status >= 200 && r->status < 300;
             if (r->sp_init && !r->sp.failed)
                 (void)sse_finish(&r->sp, px_on_event, r);
-            if (r->sp_init && ok_status && !r->sp.seen_end && !r->sp.seen_error)
+            bool ended = r->trs ? tr_stream_done(r->trs) || tr_stream_errored(r->trs)
+                                : r->sp.seen_end || r->sp.seen_error;
+            if (r->write_failed)
+                engine_conn_abort(r->conn);
+            else if (r->xfailed)
+                px_stream_error(r, "the upstream event stream could not be translated");
+            else if (r->sp_init && ok_status && !ended)
                 px_stream_error(r, "upstream stream ended before its final event");
             else
                 engine_conn_end(r->conn, false);
@@ -590,6 +781,10 @@ static void px_on_done(void *ud, CURLcode code, const char *error)
         px_free(r);
         return;
     }
+    if (r->mode == PX_MODE_XLATE) {
+        px_xlate_done(r, code, error);
+        return;
+    }
     if (r->mode == PX_MODE_BUFFER) {
         /* A 5xx or 429 (possibly cut short): the newest error response the client may see. */
         struct lr_buf t = r->last_hdrs;
@@ -599,6 +794,7 @@ static void px_on_done(void *ud, CURLcode code, const char *error)
         r->last_body = r->cur_body;
         r->cur_body = t;
         r->last_status = r->status;
+        r->last_other_dialect = r->xlate;
         lr_debug("engine conn %llu: %s answered %d", (unsigned long long)engine_conn_id(r->conn),
                  px_prov_name(r), r->status);
         px_attempt_failed(r, r->status == 429 ? PX_FAIL_429 : PX_FAIL_5XX);
@@ -607,6 +803,50 @@ static void px_on_done(void *ud, CURLcode code, const char *error)
     lr_debug("engine conn %llu: %s failed: %s", (unsigned long long)engine_conn_id(r->conn),
              px_prov_name(r), error ? error : curl_easy_strerror(code));
     px_attempt_failed(r, code == CURLE_OPERATION_TIMEDOUT ? PX_FAIL_TIMEOUT : PX_FAIL_CONNECT);
+}
+
+/* PX_MODE_XLATE: the provider's whole (non-stream) answer, translated into the client's
+ * dialect: a 2xx response with tr_response, anything else as an error with tr_error. */
+static void px_xlate_done(struct proxy_req *r, CURLcode code, const char *error)
+{
+    if (code != CURLE_OK || r->xfailed) {
+        lr_info("engine conn %llu: response from %s broke: %s",
+                (unsigned long long)engine_conn_id(r->conn), px_prov_name(r),
+                r->xfailed ? "too large to translate"
+                           : (error && *error ? error : curl_easy_strerror(code)));
+        px_fail_json(r, 502, "The upstream response could not be read");
+        return;
+    }
+    enum router_dialect from = px_prov_dialect(r->prov);
+    int status = r->status;
+    size_t len = 0;
+    char *text = NULL;
+    if (status >= 200 && status < 300) {
+        json_error_t e;
+        json_t *in = json_loadb((const char *)(r->cur_body.data ? r->cur_body.data : (void *)""),
+                                r->cur_body.len, 0, &e);
+        json_t *out = in ? tr_response(px_tr(from), px_tr(r->dialect), in, (int64_t)time(NULL),
+                                       px_drop_fn(r->dialect), r)
+                         : NULL;
+        text = out ? json_dumps(out, JSON_COMPACT) : NULL;
+        json_decref(in);
+        json_decref(out);
+        if (!text) {
+            lr_info("engine conn %llu: the response from %s could not be translated",
+                    (unsigned long long)engine_conn_id(r->conn), px_prov_name(r));
+            px_fail_json(r, 502, "The upstream response could not be translated");
+            return;
+        }
+        len = strlen(text);
+    } else if (!(text = px_translate_error(r, status, &r->cur_body, from, &status, &len))) {
+        px_fail_json(r, 502, "Out of memory");
+        return;
+    }
+    struct lr_buf hdrs = r->cur_hdrs; /* px_send_kept frees r */
+    r->cur_hdrs = (struct lr_buf){0};
+    px_send_kept(r, status, &hdrs, text, len, true);
+    lr_buf_free(&hdrs);
+    free(text);
 }
 
 static const struct upstream_callbacks px_callbacks = {px_on_headers, px_on_data, px_on_done};
@@ -622,18 +862,22 @@ static void px_attempt(struct proxy_req *r)
     lr_buf_reset(&r->url);
     bool ok = true;
     struct curl_slist *hdrs = NULL;
-    if (lr_buf_printf(&r->url, "%s%.*s%s%.*s", p->base_url, (int)req->path_len, req->path,
-                      req->query_len ? "?" : "", (int)req->query_len, req->query) < 0)
+    if (r->xlate) /* the target dialect's endpoint; the client's query belongs to its API */
+        ok = lr_buf_printf(&r->url, "%s%s", p->base_url,
+                           p->type == AGENT_PROVIDER_ANTHROPIC ? "/v1/messages"
+                                                               : "/v1/chat/completions") >= 0;
+    else if (lr_buf_printf(&r->url, "%s%.*s%s%.*s", p->base_url, (int)req->path_len, req->path,
+                           req->query_len ? "?" : "", (int)req->query_len, req->query) < 0)
         ok = false;
     if (ok)
-        hdrs = proxy_upstream_headers(r->gen, p, req, &ok);
+        hdrs = proxy_upstream_headers(r->gen, p, req, r->dialect, &ok);
     if (ok && r->px->up) {
         struct upstream_request ur = {
             .method = "POST",
             .url = (const char *)r->url.data,
             .headers = hdrs,
-            .body = r->sw_body ? r->sw_body : req->body,
-            .body_len = r->sw_body ? strlen(r->sw_body) : (size_t)req->body_len,
+            .body = r->out_body ? r->out_body : req->body,
+            .body_len = r->out_body ? r->out_body_len : (size_t)req->body_len,
             .timeout_secs = (long)p->timeout_secs,
             .connect_timeout_secs = (long)p->connect_timeout_secs,
         };
@@ -650,23 +894,55 @@ static void px_attempt(struct proxy_req *r)
     px_attempt_failed(r, PX_FAIL_CONNECT);
 }
 
-/* provider_switch_notification: the body for a provider other than the plan's first carries
- * the configured notice (router_switch_inject); the original bytes otherwise. On any
- * failure here the original body is sent. */
-static void px_switch_body(struct proxy_req *r)
+/* The body for the current candidate (r->out_body; NULL: the client's bytes unchanged):
+ *  - provider_switch_notification: for a provider other than the plan's first, the
+ *    configured notice is injected (router_switch_inject); on any failure there the
+ *    conversation goes without it;
+ *  - translation: a provider of the other dialect gets the request translated (translate.h).
+ * -1 when the request cannot be translated for this candidate (r->xerr says why). */
+static int px_prepare_body(struct proxy_req *r)
 {
-    free(r->sw_body);
-    r->sw_body = NULL;
+    free(r->out_body);
+    r->out_body = NULL;
+    r->out_body_len = 0;
+    r->xlate = px_prov_dialect(r->prov) != r->dialect;
+    json_t *copy = NULL;
     const char *tmpl = router_switch_message(r->gen->router);
-    if (!tmpl)
-        return;
-    char *msg =
-        router_switch_format(tmpl, r->plan.p[0]->name, r->prov->name, r->sw_reason, r->model);
-    json_t *copy = msg ? json_deep_copy(r->root) : NULL;
-    if (copy && router_switch_inject(copy, r->dialect, msg) == 1)
-        r->sw_body = json_dumps(copy, JSON_COMPACT);
-    json_decref(copy);
-    free(msg);
+    if (tmpl && r->root && r->prov != r->plan.p[0]) {
+        char *msg = router_switch_format(tmpl, r->plan.p[0]->name, r->prov->name, r->sw_reason,
+                                         r->model);
+        copy = msg ? json_deep_copy(r->root) : NULL;
+        if (copy && router_switch_inject(copy, r->dialect, msg) != 1) {
+            json_decref(copy);
+            copy = NULL;
+        }
+        free(msg);
+    }
+    json_t *body = copy;
+    if (r->xlate) {
+        enum router_dialect to = px_prov_dialect(r->prov);
+        struct tr_opts o = {.default_max_tokens = r->gen->settings->default_max_tokens};
+        body = r->root ? tr_request(px_tr(r->dialect), px_tr(to), copy ? copy : r->root, &o,
+                                    px_drop_fn(to), r, r->xerr_buf, sizeof(r->xerr_buf))
+                       : NULL;
+        json_decref(copy);
+        if (!body) {
+            r->xerr = r->root && r->xerr_buf[0] ? r->xerr_buf
+                                                : "The request could not be translated";
+            return -1;
+        }
+        metrics_translation(to == ROUTER_ANTHROPIC);
+    }
+    if (body) {
+        r->out_body = json_dumps(body, JSON_COMPACT);
+        r->out_body_len = r->out_body ? strlen(r->out_body) : 0;
+        json_decref(body);
+        if (!r->out_body && r->xlate) {
+            r->xerr = "Out of memory";
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* The next admitted candidate from r->cand, or the end. */
@@ -682,10 +958,14 @@ static void px_next(struct proxy_req *r)
             continue;
         }
         r->prov = p;
+        if (px_prepare_body(r) < 0) {
+            lr_debug("engine conn %llu: cannot translate for %s: %s",
+                     (unsigned long long)engine_conn_id(r->conn), p->name, r->xerr);
+            router_report(r->gen->router, p, ROUTER_ABANDONED, -1, now);
+            continue;
+        }
         r->admitted = true;
         r->attempt = 1;
-        if (r->root && p != r->plan.p[0])
-            px_switch_body(r);
         px_attempt(r);
         return;
     }
@@ -708,7 +988,9 @@ static void px_free(struct proxy_req *r)
     lr_buf_free(&r->last_hdrs);
     lr_buf_free(&r->last_body);
     json_decref(r->root);
-    free(r->sw_body);
+    free(r->out_body);
+    tr_stream_free(r->trs);
+    lr_buf_free(&r->xout);
     engine_gen_unref(r->gen);
     free(r);
 }
@@ -769,9 +1051,8 @@ void proxy_handle(struct proxy_ctx *px, struct engine_conn *c,
     ev_init(&r->retry_timer, px_retry_cb);
     r->retry_timer.data = r;
     const char *why = NULL;
-    json_t **keep = router_switch_message(g->router) ? &r->root : NULL;
-    if (px_read_body(req->body, (size_t)req->body_len, r->model, sizeof(r->model), &r->stream, keep,
-                     &why) < 0) {
+    if (px_read_body(req->body, (size_t)req->body_len, r->model, sizeof(r->model), &r->stream,
+                     &r->root, &why) < 0) {
         free(r);
         engine_conn_respond_error(c, 400, why);
         return;
@@ -781,6 +1062,17 @@ void proxy_handle(struct proxy_ctx *px, struct engine_conn *c,
     if (n == 0) {
         px_fail_json(r, 503, "No provider is configured for this API");
         return;
+    }
+    /* The parsed body is kept only when some candidate needs it rewritten. */
+    bool keep = router_switch_message(g->router) != NULL;
+    for (size_t i = 0; i < n && !keep; i++)
+        keep = px_prov_dialect(r->plan.p[i]) != r->dialect;
+    if (keep) {
+        const json_t *so = json_object_get(r->root, "stream_options");
+        r->include_usage = json_is_true(json_object_get(so, "include_usage"));
+    } else {
+        json_decref(r->root);
+        r->root = NULL;
     }
     engine_conn_own(c, &px_owner_ops, r);
     px_next(r);

@@ -30,6 +30,7 @@
 #include <ev.h>
 
 #include "engine_http.h"
+#include "router.h"
 
 struct agent_settings;
 struct agent_provider;
@@ -70,13 +71,18 @@ void proxy_handle(struct proxy_ctx *px, struct engine_conn *c,
 /* Monotonic seconds (the router's clock). */
 double proxy_now(void);
 
-/* Upstream request headers for p: the client's minus hop-by-hop, host, content-length,
- * expect, accept-encoding; plus Accept-Encoding: identity; credentials per p (a configured
- * key replaces the client's and drops the other dialect's header; no key: the client's pass
- * through); anthropic-version added for Anthropic providers with a key when absent.
- * *ok is false on allocation failure. */
+/* Upstream request headers for p, for a request of the `client` dialect: the client's minus
+ * hop-by-hop, host, content-length, expect, accept-encoding; plus Accept-Encoding: identity;
+ * credentials per p (a configured key replaces the client's and drops the other dialect's
+ * header; no key: the client's pass through); anthropic-version added for Anthropic
+ * providers with a key when absent. Translated (p speaks the other dialect): the source
+ * dialect's API headers (anthropic-* / openai-*) are dropped, the client's own credential
+ * moves to the target's header when no key is configured (Authorization: Bearer K <->
+ * x-api-key: K), and anthropic-version is added when absent. *ok is false on allocation
+ * failure. */
 struct curl_slist *proxy_upstream_headers(const struct engine_gen *g,
                                           const struct agent_provider *p,
-                                          const struct engine_http_request *req, bool *ok);
+                                          const struct engine_http_request *req,
+                                          enum router_dialect client, bool *ok);
 
 #endif

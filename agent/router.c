@@ -496,7 +496,6 @@ size_t router_plan(struct router *r, enum router_dialect dialect, const char *mo
     const struct router_rule *crule = router_match(r, model, model_len);
     struct router_rule *rule = crule ? &r->rules[crule - r->rules] : NULL;
     out->rule = rule ? rule->name : NULL;
-    enum agent_provider_type want = router_ptype(dialect);
 
     size_t raw[ROUTER_MAX_RAW];
     size_t unavail[ROUTER_MAX_CANDIDATES];
@@ -510,10 +509,6 @@ size_t router_plan(struct router *r, enum router_dialect dialect, const char *mo
             dup = raw[j] == idx;
         if (dup)
             continue;
-        if (r->s->providers[idx].type != want) {
-            out->skipped_dialect++;
-            continue;
-        }
         if (router_ps_available(&r->ps[idx], now)) {
             if (out->n < ROUTER_MAX_CANDIDATES)
                 out->p[out->n++] = &r->s->providers[idx];

@@ -29,14 +29,14 @@ enum router_dialect { ROUTER_OPENAI = 0, ROUTER_ANTHROPIC, ROUTER_DIALECT_COUNT 
 struct router_plan {
     const char *rule; /* matched rule name, or NULL (default: own-dialect provider) */
     size_t n;
-    /* In order of attempt. Until translation exists (a later issue) only providers of the
-     * request's dialect are included; others named by the rule are skipped (and counted in
-     * skipped_dialect). Providers whose circuit is open or that are rate-limited come after
-     * the available ones (so a request still has somewhere to go when all are unhealthy)
-     * unless the strategy says otherwise; unavailable[i] marks them. */
+    /* In order of attempt. A rule may name providers of either dialect (the proxy
+     * translates for those of the other one, translate.h); with no rule matching, only the
+     * enabled providers of the request's dialect. Providers whose circuit is open or that
+     * are rate-limited come after the available ones (so a request still has somewhere to
+     * go when all are unhealthy) unless the strategy says otherwise; unavailable[i] marks
+     * them. */
     const struct agent_provider *p[ROUTER_MAX_CANDIDATES];
     bool unavailable[ROUTER_MAX_CANDIDATES];
-    unsigned skipped_dialect;
 };
 
 enum router_outcome {

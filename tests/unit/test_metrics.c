@@ -296,6 +296,38 @@ static void test_other_families(void **state)
     free(t);
 }
 
+static void test_translation_series(void **state)
+{
+    char *t, name[32];
+
+    (void)state;
+    metrics_translation(1);
+    metrics_translation(1);
+    metrics_translation(0);
+    metrics_translation_dropped(1, "frequency_penalty");
+    metrics_translation_dropped(1, "frequency_penalty");
+    metrics_translation_dropped(0, "top_k");
+    t = render(NULL);
+    assert_line(t, "lunaroute_translations_total{direction=\"openai_to_anthropic\"} 2");
+    assert_line(t, "lunaroute_translations_total{direction=\"anthropic_to_openai\"} 1");
+    assert_line(t, "lunaroute_translation_dropped_fields_total{direction=\"openai_to_anthropic\","
+                   "field=\"frequency_penalty\"} 2");
+    assert_line(t, "lunaroute_translation_dropped_fields_total{direction=\"anthropic_to_openai\","
+                   "field=\"top_k\"} 1");
+    /* a zero pair is not rendered */
+    assert_null(strstr(t, "direction=\"anthropic_to_openai\",field=\"frequency_penalty\""));
+    free(t);
+    /* field names are bounded: past the cap they count as "other" */
+    for (int i = 0; i < 200; i++) {
+        snprintf(name, sizeof name, "f%d", i);
+        metrics_translation_dropped(1, name);
+    }
+    t = render(NULL);
+    assert_non_null(strstr(t, "field=\"other\"} "));
+    assert_null(strstr(t, "field=\"f199\""));
+    free(t);
+}
+
 static const struct {
     const char *name, *type;
 } families[] = {
@@ -305,6 +337,8 @@ static const struct {
     {"lunaroute_time_to_first_token_seconds", "histogram"},
     {"lunaroute_stream_chunks_total", "counter"},
     {"lunaroute_fallbacks_total", "counter"},
+    {"lunaroute_translations_total", "counter"},
+    {"lunaroute_translation_dropped_fields_total", "counter"},
     {"lunaroute_retries_total", "counter"},
     {"lunaroute_circuit_state", "gauge"},
     {"lunaroute_circuit_transitions_total", "counter"},
@@ -556,6 +590,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_provider_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_series_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_families, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_translation_series, setup, teardown),
         cmocka_unit_test_setup_teardown(test_help_type_every_family, setup, teardown),
         cmocka_unit_test_setup_teardown(test_families_contiguous, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spoa_series, setup, teardown),

@@ -93,7 +93,6 @@ static void test_rule_matching(void **state)
     /* higher priority wins although it comes later in the file */
     assert_string_equal(plan_at(r, ROUTER_OPENAI, "gpt-4o", 0, &pl), "openai,oa3");
     assert_string_equal(pl.rule, "high");
-    assert_int_equal(pl.skipped_dialect, 0);
     assert_string_equal(plan_at(r, ROUTER_OPENAI, "gpt-3.5-turbo", 0, &pl), "oa2");
     assert_string_equal(pl.rule, "low");
     /* equal priorities keep file order */
@@ -173,7 +172,6 @@ static void test_primary_fallbacks(void **state)
     assert_string_equal(plan_at(r, ROUTER_OPENAI, "a", 0, &pl), "oa3,openai,oa2");
     assert_string_equal(pl.rule, "r1");
     assert_string_equal(plan_at(r, ROUTER_OPENAI, "b", 0, &pl), "oa2,openai");
-    assert_int_equal(pl.skipped_dialect, 0);
     router_free(r);
 }
 
@@ -420,7 +418,7 @@ static void test_circuit_open_and_recover(void **state)
     router_free(r);
 }
 
-static void test_dialect_filter(void **state)
+static void test_cross_dialect(void **state)
 {
     (void)state;
     struct router *r = mk("{\"providers\":[" P("openai", "openai") "," P(
@@ -429,14 +427,13 @@ static void test_dialect_filter(void **state)
                      "\"routing\":{\"rules\":[{\"name\":\"mix\",\"model_pattern\":\"^claude\","
                      "\"primary\":\"anthropic\",\"fallbacks\":[\"openai\"]}]}}");
     struct router_plan pl;
-    assert_string_equal(plan_at(r, ROUTER_OPENAI, "claude-3", 0, &pl), "openai");
+    /* a rule's providers serve either dialect (translated), in the rule's order */
+    assert_string_equal(plan_at(r, ROUTER_OPENAI, "claude-3", 0, &pl), "anthropic,openai");
     assert_string_equal(pl.rule, "mix");
-    assert_int_equal(pl.skipped_dialect, 1);
-    assert_string_equal(plan_at(r, ROUTER_ANTHROPIC, "claude-3", 0, &pl), "anthropic");
-    assert_int_equal(pl.skipped_dialect, 1);
-    /* default plans skip nothing */
+    assert_string_equal(plan_at(r, ROUTER_ANTHROPIC, "claude-3", 0, &pl), "anthropic,openai");
+    /* with no rule, only the request's own dialect */
     assert_string_equal(plan_at(r, ROUTER_ANTHROPIC, "x", 0, &pl), "anthropic");
-    assert_int_equal(pl.skipped_dialect, 0);
+    assert_string_equal(plan_at(r, ROUTER_OPENAI, "x", 0, &pl), "openai");
     router_free(r);
 }
 
@@ -729,7 +726,7 @@ int main(void)
         cmocka_unit_test(test_limits_alternative),
         cmocka_unit_test(test_rate_limit_backoff),
         cmocka_unit_test(test_circuit_open_and_recover),
-        cmocka_unit_test(test_dialect_filter),
+        cmocka_unit_test(test_cross_dialect),
         cmocka_unit_test(test_any_available),
         cmocka_unit_test(test_new_errors),
         cmocka_unit_test(test_backoff),
