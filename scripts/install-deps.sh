@@ -9,7 +9,11 @@ pkgs=(gcc make cmake pkg-config libev-dev libjansson-dev libyaml-dev libcurl4-op
 case "$what" in
   # docker-compose (1.29, Python) only validates docker-compose.yml (`docker-compose config`):
   # no Docker engine is needed or installed; python3-yaml is how test_compose.py reads it.
-  test)  pkgs+=(libcmocka-dev clang libclang-rt-14-dev curl docker-compose python3-yaml) ;;
+  test)  pkgs+=(libcmocka-dev clang libclang-rt-14-dev curl docker-compose python3-yaml)
+         # node + npm for the official-SDK tests (tests/integration/sdk); a node already on
+         # the machine (e.g. NodeSource's, which bundles npm) is used as it is
+         command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+         command -v npm >/dev/null 2>&1 || pkgs+=(npm) ;;
   bench) pkgs+=(libcmocka-dev wrk nginx-light curl) ;;
   build) ;;
   *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
@@ -21,7 +25,10 @@ for p in "${pkgs[@]}"; do
     missing+=("$p")
   fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# The pinned npm `openai` and `@anthropic-ai/sdk` for test_translate_sdk.py (a no-op when
+# installed from the same package-lock.json).
+sdk() { [ "$what" != test ] || "$(dirname "$0")/../tests/integration/sdk/install.sh"; }
+[ ${#missing[@]} -eq 0 ] && { sdk; exit 0; }
 
 echo "install-deps: installing ${missing[*]}" >&2
 SUDO=
@@ -36,3 +43,4 @@ if ! $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+sdk
