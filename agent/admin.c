@@ -250,6 +250,63 @@ struct agent_settings *admin_apply_persisted(struct agent_settings *s)
     return s;
 }
 
+/* ---- reload ---- */
+
+static bool str_differs(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") != 0;
+}
+
+static void add_key(char *buf, size_t n, const char *key)
+{
+    size_t used = strlen(buf);
+    snprintf(buf + used, n - used, "%s%s", used ? "," : "", key);
+}
+
+int admin_reload_file(const char *path, const struct agent_settings *cur,
+                      int (*publish)(void *ud, struct agent_settings *s, char *err, size_t errlen),
+                      void *ud, struct admin_reload_result *res, char *err, size_t errlen)
+{
+    char perr[512];
+
+    memset(res, 0, sizeof(*res));
+    if (!path) {
+        snprintf(err, errlen, "no settings file to re-read (the settings were not loaded from "
+                              "a file)");
+        return ADMIN_RELOAD_BAD_FILE;
+    }
+    struct agent_settings *ns = agent_settings_load(path, err, errlen);
+    if (!ns)
+        return ADMIN_RELOAD_BAD_FILE;
+    ns = admin_apply_persisted(ns); /* a runtime bypass provider outlives reloads */
+    if (cur) {
+        if (str_differs(cur->spoa_bind, ns->spoa_bind))
+            add_key(res->restart_required, sizeof(res->restart_required), "spoa_bind");
+        if (str_differs(cur->engine_bind, ns->engine_bind))
+            add_key(res->restart_required, sizeof(res->restart_required), "engine_bind");
+        if (str_differs(cur->admin_socket, ns->admin_socket))
+            add_key(res->restart_required, sizeof(res->restart_required), "admin_socket");
+        if (cur->threads != ns->threads)
+            add_key(res->restart_required, sizeof(res->restart_required), "threads");
+        snprintf(res->previous_digest, sizeof(res->previous_digest), "%s", cur->digest);
+    }
+    snprintf(res->digest, sizeof(res->digest), "%s", ns->digest);
+    snprintf(res->bypass_provider, sizeof(res->bypass_provider), "%s",
+             ns->bypass_provider ? ns->bypass_provider : "");
+    res->changed = !cur || strcmp(cur->digest, ns->digest) != 0;
+    if (publish(ud, ns, perr, sizeof(perr)) < 0) {
+        snprintf(err, errlen, "%s: the settings could not be put in force: %s", path, perr);
+        if (cur) /* admin_apply_persisted set the gauge for ns */
+            metrics_set_bypass_provider(cur->bypass_provider);
+        agent_settings_unref(ns);
+        memset(res, 0, sizeof(*res));
+        return ADMIN_RELOAD_PUBLISH_FAILED;
+    }
+    metrics_set_bypass_provider(ns->bypass_provider);
+    agent_settings_unref(ns);
+    return ADMIN_RELOAD_OK;
+}
+
 /* ---- status ---- */
 
 static json_t *bypass_json(const struct admin *a, const struct agent_settings *s)
@@ -365,6 +422,8 @@ static const char *reason_of(int status)
         return "Method Not Allowed";
     case 413:
         return "Content Too Large";
+    case 501:
+        return "Not Implemented";
     case 503:
         return "Service Unavailable";
     default:
@@ -452,6 +511,34 @@ static void handle_switch(struct admin_conn *c, const char *provider)
     ac_respond(c, 200, doc, NULL);
 }
 
+/* POST /v1/reload */
+static void handle_reload(struct admin_conn *c)
+{
+    struct admin *a = c->a;
+    char err[640];
+    struct admin_reload_result res;
+    if (!a->cfg.reload) {
+        ac_error(c, 501, "this agent cannot reload its settings (no settings file)", NULL);
+        return;
+    }
+    int rc = a->cfg.reload(a->cfg.ud, &res, err, sizeof(err));
+    if (rc != ADMIN_RELOAD_OK) {
+        ac_error(c, rc == ADMIN_RELOAD_BAD_FILE ? 400 : 500, err, NULL);
+        return;
+    }
+    json_t *restart = json_array();
+    for (const char *p = res.restart_required; restart && *p;) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        json_array_append_new(restart, json_stringn(p, n));
+        p += n + (comma ? 1 : 0);
+    }
+    json_t *doc = json_pack("{s:s, s:s, s:b, s:s, s:o*}", "digest", res.digest,
+                            "previous_digest", res.previous_digest, "changed", res.changed,
+                            "bypass_provider", res.bypass_provider, "restart_required", restart);
+    ac_respond(c, 200, doc, NULL);
+}
+
 static void handle_post_bypass(struct admin_conn *c)
 {
     json_error_t jerr;
@@ -510,6 +597,14 @@ static void ac_dispatch(struct admin_conn *c)
         } else {
             ac_error(c, 405, "use GET, POST or DELETE", "GET, POST, DELETE");
         }
+        return;
+    }
+    if (PATH_IS("/v1/reload")) {
+        if (c->method != HTTP_POST) {
+            ac_error(c, 405, "use POST", "POST");
+            return;
+        }
+        handle_reload(c);
         return;
     }
 #undef PATH_IS

@@ -556,11 +556,6 @@ static void *thread_main(void *arg)
 
 /* ---- reload and signals (thread 0) ---- */
 
-static bool str_differs(const char *a, const char *b)
-{
-    return strcmp(a ? a : "", b ? b : "") != 0;
-}
-
 /* Makes ns the settings in force on every thread, with a new engine generation (routing
  * state starts fresh). Consumes the caller's reference to ns. Thread 0 only. 0, or -1 with a
  * message (ns released, nothing changed). */
@@ -586,38 +581,38 @@ static int server_publish(struct server *srv, struct agent_settings *ns, char *e
     return 0;
 }
 
-static void server_do_reload(struct server *srv)
+static int admin_publish_cb(void *ud, struct agent_settings *s, char *err, size_t errlen);
+
+/* Re-reads the settings file: the one reload of SIGHUP and POST /v1/reload (thread 0). An
+ * admin_reload_status; logs the outcome once, here. */
+static int server_reload_settings(struct server *srv, struct admin_reload_result *res, char *err,
+                                  size_t errlen)
 {
-    char err[512];
     const char *path = srv->settings_path;
-    if (!path) {
-        lr_warn("reload: no settings file to re-read");
-        atomic_fetch_add(&srv->reloads_failed, 1);
-        return;
-    }
-    struct agent_settings *ns = agent_settings_load(path, err, sizeof(err));
-    if (!ns) {
-        lr_err("reload failed, keeping the current settings: %s", err);
-        atomic_fetch_add(&srv->reloads_failed, 1);
-        return;
-    }
-    ns = admin_apply_persisted(ns); /* a runtime bypass provider outlives reloads */
-    const struct agent_settings *cur = srv->current;
-    if (str_differs(cur->spoa_bind, ns->spoa_bind) ||
-        str_differs(cur->engine_bind, ns->engine_bind) || cur->threads != ns->threads ||
-        str_differs(cur->admin_socket, ns->admin_socket))
-        lr_warn("reload: spoa_bind, engine_bind, admin_socket and threads take effect only on "
-                "restart");
     /* A new router (routing state starts fresh: circuits closed, no rate-limit windows) and
      * the keys re-read from the environment. */
-    if (server_publish(srv, ns, err, sizeof(err)) < 0) {
-        lr_err("reload failed, keeping the current settings: %s: %s", path, err);
+    int rc = admin_reload_file(path, srv->current, admin_publish_cb, srv, res, err, errlen);
+    if (rc != ADMIN_RELOAD_OK) {
+        lr_err("reload failed, keeping the current settings: %s", err);
         atomic_fetch_add(&srv->reloads_failed, 1);
-        return;
+        return rc;
     }
+    if (res->restart_required[0])
+        lr_warn("reload: %s changed; spoa_bind, engine_bind, admin_socket and threads take "
+                "effect only on restart",
+                res->restart_required);
     server_apply_log_level(srv->current);
     atomic_fetch_add(&srv->reloads_ok, 1);
-    lr_info("settings reloaded from %s", path);
+    lr_info("settings reloaded from %s (%s, sha256 %.12s)", path,
+            res->changed ? "changed" : "unchanged", res->digest);
+    return ADMIN_RELOAD_OK;
+}
+
+static void server_do_reload(struct server *srv)
+{
+    char err[640];
+    struct admin_reload_result res;
+    (void)server_reload_settings(srv, &res, err, sizeof(err));
 }
 
 /* ---- admin API callbacks (thread 0) ---- */
@@ -634,6 +629,12 @@ static struct agent_settings *admin_current_cb(void *ud)
 static int admin_publish_cb(void *ud, struct agent_settings *s, char *err, size_t errlen)
 {
     return server_publish(ud, agent_settings_ref(s), err, errlen);
+}
+
+static int admin_reload_cb(void *ud, struct admin_reload_result *res, char *err, size_t errlen)
+{
+    lr_info("admin: POST /v1/reload: reloading settings");
+    return server_reload_settings(ud, res, err, errlen);
 }
 
 static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -798,6 +799,7 @@ struct server *server_new(struct agent_settings *s, const struct server_options 
             .threads = srv->nthreads,
             .current = admin_current_cb,
             .publish = admin_publish_cb,
+            .reload = srv->settings_path ? admin_reload_cb : NULL,
             .ud = srv,
         };
         if (!(srv->admin = admin_new(srv->threads[0].loop, &ac, err, errlen)))

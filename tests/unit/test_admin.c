@@ -51,6 +51,7 @@ struct fx {
     struct agent_settings *cur; /* "the server's" settings in force */
     int publishes;
     int fail_publish;
+    char settings_path[128]; /* the "agent.json" POST /v1/reload re-reads */
 };
 
 static struct agent_settings *fake_current(void *ud)
@@ -70,6 +71,13 @@ static int fake_publish(void *ud, struct agent_settings *s, char *err, size_t er
     f->cur = agent_settings_ref(s);
     f->publishes++;
     return 0;
+}
+
+/* The server's reload callback, minus its counters: the real file reload. */
+static int fake_reload(void *ud, struct admin_reload_result *res, char *err, size_t errlen)
+{
+    struct fx *f = ud;
+    return admin_reload_file(f->settings_path, f->cur, fake_publish, f, res, err, errlen);
 }
 
 static struct agent_settings *parse_settings(struct fx *f, const char *provider)
@@ -97,8 +105,10 @@ static int setup(void **state)
         .threads = 2,
         .current = fake_current,
         .publish = fake_publish,
+        .reload = fake_reload,
         .ud = f,
     };
+    snprintf(f->settings_path, sizeof(f->settings_path), "%s/agent.json", f->dir);
     char err[256] = "";
     f->admin = admin_new(f->loop, &c, err, sizeof(err));
     if (!f->admin)
@@ -117,6 +127,7 @@ static int teardown(void **state)
     snprintf(p, sizeof(p), "%s/%s", f->dir, ADMIN_PERSIST_FILE);
     unlink(p);
     unlink(f->sock);
+    unlink(f->settings_path);
     rmdir(f->dir);
     free(f);
     return 0;
@@ -497,6 +508,141 @@ static void test_stale_socket_and_cleanup(void **state)
     unlink(other);
 }
 
+static void write_file(const char *path, const char *text)
+{
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    assert_int_equal(fputs(text, fp) >= 0, 1);
+    assert_int_equal(fclose(fp), 0);
+}
+
+/* Writes agent.json for the fixture with this bypass provider (and optional extra top-level
+ * text, e.g. ",\"threads\":3"); returns its SHA-256. */
+static void write_agent_json(struct fx *f, const char *provider, const char *extra, char *hex)
+{
+    char text[2600];
+    snprintf(f->json, sizeof(f->json), settings_fmt, f->dir, provider);
+    size_t n = strlen(f->json);
+    snprintf(text, sizeof(text), "%.*s%s}", (int)(n - 1), f->json, extra ? extra : "");
+    write_file(f->settings_path, text);
+    lr_sha256_hex(text, strlen(text), hex);
+}
+
+static void test_reload_ok_unchanged_bad(void **state)
+{
+    struct fx *f = *state;
+    int st;
+    char hex[LR_SHA256_HEX_LEN + 1], hex2[LR_SHA256_HEX_LEN + 1], cur_digest[65];
+
+    /* A new file (bypass provider openai instead of the fixture's auto): published. */
+    snprintf(cur_digest, sizeof(cur_digest), "%s", f->cur->digest);
+    write_agent_json(f, "openai", NULL, hex);
+    json_t *doc = request(f, "POST", "/v1/reload", NULL, &st);
+    assert_int_equal(st, 200);
+    assert_string_equal(jstr(doc, "digest"), hex);
+    assert_string_equal(jstr(doc, "previous_digest"), cur_digest);
+    assert_true(json_is_true(json_object_get(doc, "changed")));
+    assert_string_equal(jstr(doc, "bypass_provider"), "openai");
+    assert_int_equal(json_array_size(json_object_get(doc, "restart_required")), 0);
+    json_decref(doc);
+    assert_int_equal(f->publishes, 1);
+    assert_string_equal(f->cur->digest, hex);
+    assert_string_equal(f->cur->path, f->settings_path);
+    assert_string_equal(f->cur->bypass_provider, "openai");
+    assert_string_equal(backend_for(f->cur, "/v1/embeddings", true), "lr_provider_openai");
+
+    /* The same file again: published (as SIGHUP does) but reported unchanged. */
+    doc = request(f, "POST", "/v1/reload", "", &st);
+    assert_int_equal(st, 200);
+    assert_string_equal(jstr(doc, "digest"), hex);
+    assert_false(json_is_true(json_object_get(doc, "changed")));
+    json_decref(doc);
+    assert_int_equal(f->publishes, 2);
+
+    /* A runtime bypass provider survives a reload of a file naming another one. */
+    doc = request(f, "POST", "/v1/bypass-provider", "{\"provider\": \"anthropic\"}", &st);
+    assert_int_equal(st, 200);
+    json_decref(doc);
+    write_agent_json(f, "auto", ",\"threads\":3", hex2);
+    doc = request(f, "POST", "/v1/reload", NULL, &st);
+    assert_int_equal(st, 200);
+    assert_string_equal(jstr(doc, "digest"), hex2);
+    assert_true(json_is_true(json_object_get(doc, "changed")));
+    assert_string_equal(jstr(doc, "bypass_provider"), "anthropic");
+    const json_t *rr = json_object_get(doc, "restart_required");
+    assert_int_equal(json_array_size(rr), 1);
+    assert_string_equal(json_string_value(json_array_get(rr, 0)), "threads");
+    json_decref(doc);
+    assert_string_equal(f->cur->bypass_provider, "anthropic");
+    assert_true(f->cur->bypass_runtime);
+    assert_string_equal(agent_settings_config_bypass_provider(f->cur), "auto");
+    assert_int_equal(f->publishes, 4);
+
+    /* Bad files: 400 with the position, nothing published, the old settings stay. */
+    static const struct {
+        const char *text; /* NULL: no file at all */
+        const char *needle;
+    } bad[] = {
+        {"{\"version\": 1, ", "agent.json:1:"},
+        {"{\"version\":1,\"bypass\":{\"provider\":\"nosuch\"}}", "nosuch"},
+        {"[]", "agent.json"},
+        {NULL, "agent.json"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (bad[i].text)
+            write_file(f->settings_path, bad[i].text);
+        else
+            unlink(f->settings_path);
+        doc = request(f, "POST", "/v1/reload", NULL, &st);
+        assert_int_equal(st, 400);
+        const char *e = jstr(doc, "error");
+        assert_non_null(e);
+        if (!strstr(e, bad[i].needle))
+            fail_msg("bad case %zu: error '%s' lacks '%s'", i, e, bad[i].needle);
+        assert_null(json_object_get(doc, "digest"));
+        json_decref(doc);
+        assert_int_equal(f->publishes, 4);
+        assert_string_equal(f->cur->digest, hex2);
+        assert_string_equal(f->cur->bypass_provider, "anthropic");
+    }
+
+    /* A publish failure: 500, old settings kept. */
+    write_agent_json(f, "openai", NULL, hex);
+    f->fail_publish = 1;
+    doc = request(f, "POST", "/v1/reload", NULL, &st);
+    assert_int_equal(st, 500);
+    assert_non_null(strstr(jstr(doc, "error"), "publish refused (test)"));
+    json_decref(doc);
+    assert_string_equal(f->cur->digest, hex2);
+
+    /* Only POST. */
+    doc = request(f, "GET", "/v1/reload", NULL, &st);
+    assert_int_equal(st, 405);
+    json_decref(doc);
+}
+
+static void test_reload_not_configured(void **state)
+{
+    struct fx *f = *state;
+    char err[256] = "";
+    /* An admin API without a reload callback (settings not from a file): 501. */
+    admin_free(f->admin);
+    struct admin_config c = {
+        .socket_path = f->sock, .current = fake_current, .publish = fake_publish, .ud = f};
+    f->admin = admin_new(f->loop, &c, err, sizeof(err));
+    assert_non_null(f->admin);
+    int st;
+    json_t *doc = request(f, "POST", "/v1/reload", NULL, &st);
+    assert_int_equal(st, 501);
+    assert_non_null(jstr(doc, "error"));
+    json_decref(doc);
+    /* admin_reload_file without a path refuses, publishing nothing. */
+    struct admin_reload_result res;
+    assert_int_equal(admin_reload_file(NULL, f->cur, fake_publish, f, &res, err, sizeof(err)),
+                     ADMIN_RELOAD_BAD_FILE);
+    assert_int_equal(f->publishes, 0);
+}
+
 static void test_settings_copy(void **state)
 {
     struct fx *f = *state;
@@ -582,6 +728,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_persisted_invalid_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_socket_and_cleanup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settings_copy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reload_ok_unchanged_bad, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reload_not_configured, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics_gauge, setup, teardown),
         cmocka_unit_test(test_sha256),
     };

@@ -1,6 +1,7 @@
 /* The whole server in-process: settings file on free ports, a raw SPOP client (HELLO, NOTIFY,
  * pipelined NOTIFYs, a garbage connection that must not disturb the others), the engine
- * listener, reload (good and bad), and a clean drain. LeakSanitizer checks the end. */
+ * listener, reload (good and bad; SIGHUP's path and POST /v1/reload on the admin socket), and
+ * a clean drain. LeakSanitizer checks the end. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,10 +16,13 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
+#include "admin_client.h"
 #include "lr_defaults.h"
 #include "server.h"
 #include "settings.h"
@@ -511,12 +515,93 @@ static void test_reload(void **state)
     close(fd);
 }
 
+/* Settings with an admin socket in dir (the fixture's file has none). */
+static void write_admin_settings(const char *path, const char *dir, const char *provider)
+{
+    char buf[2048], with[2300];
+    snprintf(buf, sizeof(buf), settings_fmt, 1, provider);
+    snprintf(with, sizeof(with), "{\"admin_socket\":\"%s/agent.sock\",%s", dir, buf + 1);
+    write_file(path, with);
+}
+
+static json_t *post_reload(const char *sock, int *status)
+{
+    struct admin_response r;
+    char err[512] = "";
+    int rc = admin_client_request(sock, "POST", "/v1/reload", NULL, 5.0, &r, err, sizeof(err));
+    if (rc != ADMIN_CLIENT_OK)
+        fail_msg("POST /v1/reload: %s", err);
+    *status = r.status;
+    json_error_t jerr;
+    json_t *doc = json_loadb(r.body, r.body_len, 0, &jerr);
+    if (!doc)
+        fail_msg("POST /v1/reload: not JSON: %s", r.body);
+    admin_response_free(&r);
+    return doc;
+}
+
+/* POST /v1/reload through the real server: the same reload as SIGHUP (counters, every thread
+ * sees it), answered with the outcome. */
+static void test_admin_reload(void **state)
+{
+    (void)state;
+    char dir[64], path[128], sock[128], err[512];
+    snprintf(dir, sizeof(dir), "/tmp/lr-test-server-admin-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/agent.json", dir);
+    snprintf(sock, sizeof(sock), "%s/agent.sock", dir);
+    write_admin_settings(path, dir, "openai");
+    struct agent_settings *s = agent_settings_load(path, err, sizeof(err));
+    if (!s)
+        fail_msg("settings: %s", err);
+    struct server_options o;
+    server_options_default(&o);
+    o.drain_timeout = 2.0;
+    struct fixture fx = {0};
+    fx.srv = server_new(s, &o, err, sizeof(err)); /* settings_path: the settings' own path */
+    agent_settings_unref(s);
+    if (!fx.srv)
+        fail_msg("server_new: %s", err);
+    assert_int_equal(pthread_create(&fx.tid, NULL, run_main, &fx), 0);
+    int port = server_spoa_port(fx.srv);
+    int fd = spop_handshake(port);
+    classify_once(fd, 1, "/v1/embeddings", 0, "bypass", "lr_provider_openai", "openai");
+
+    write_admin_settings(path, dir, "anthropic");
+    int st;
+    json_t *doc = post_reload(sock, &st);
+    assert_int_equal(st, 200);
+    assert_true(json_is_true(json_object_get(doc, "changed")));
+    assert_string_equal(json_string_value(json_object_get(doc, "bypass_provider")), "anthropic");
+    json_decref(doc);
+    assert_int_equal(server_reloads_ok(fx.srv), 1); /* answered after the reload: no wait */
+    classify_once(fd, 2, "/v1/embeddings", 0, "bypass", "lr_provider_anthropic", "anthropic");
+
+    write_file(path, "{\"version\": 1, \"threads\": ");
+    doc = post_reload(sock, &st);
+    assert_int_equal(st, 400);
+    assert_non_null(strstr(json_string_value(json_object_get(doc, "error")), path));
+    json_decref(doc);
+    assert_int_equal(server_reloads_failed(fx.srv), 1);
+    classify_once(fd, 3, "/v1/embeddings", 0, "bypass", "lr_provider_anthropic", "anthropic");
+    close(fd);
+
+    server_stop(fx.srv);
+    pthread_join(fx.tid, NULL);
+    server_free(fx.srv);
+    struct stat sst;
+    assert_int_equal(lstat(sock, &sst), -1); /* the socket went with the server */
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_spop_classify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_engine_and_healthcheck, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
+        cmocka_unit_test(test_admin_reload),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
