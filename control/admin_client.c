@@ -271,8 +271,12 @@ int haproxy_cli_command(const char *socket_path, const char *cmd, double timeout
         return ADMIN_CLIENT_UNREACHABLE;
     struct lr_buf raw = {0};
     int rc = ADMIN_CLIENT_UNREACHABLE;
+    /* The half-close ends the session: the master CLI (haproxy-master.sock) answers and then
+     * waits for more commands until the client closes its side; the runtime API closes after
+     * one command either way. */
     if (send_all(fd, cmd, strlen(cmd), deadline, socket_path, err, errlen) == 0 &&
         send_all(fd, "\n", 1, deadline, socket_path, err, errlen) == 0 &&
+        (shutdown(fd, SHUT_WR) == 0 || errno == ENOTCONN) &&
         read_all(fd, &raw, deadline, socket_path, err, errlen) == 0) {
         *out = raw.len ? lr_buf_steal_str(&raw) : strdup("");
         if (*out)

@@ -32,8 +32,9 @@ void admin_response_free(struct admin_response *r);
  * message. */
 int admin_client_socket_path(const char *run_dir, char *out, size_t len, char *err, size_t errlen);
 
-/* Sends "cmd\n" to HAProxy's runtime API and reads the answer until it closes the
- * connection. *out is malloc'd and NUL-terminated. 0, or an admin_client_result. */
+/* Sends "cmd\n" to HAProxy's runtime API or master CLI, half-closes, and reads the answer
+ * until HAProxy closes the connection. *out is malloc'd and NUL-terminated. 0, or an
+ * admin_client_result. */
 int haproxy_cli_command(const char *socket_path, const char *cmd, double timeout_secs, char **out,
                         char *err, size_t errlen);
 

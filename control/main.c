@@ -5,12 +5,10 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
-#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -22,6 +20,7 @@
 #include "render.h"
 #include "status.h"
 #include "supervise.h"
+#include "validate.h"
 
 #define EXIT_OK      0
 #define EXIT_RUNTIME 1
@@ -72,9 +71,12 @@ static const char usage_render[] =
 static const char usage_validate[] =
     "usage: lunaroute-control validate [--config F]\n"
     "\n"
-    "Loads and validates the configuration, renders it into a temporary directory and, when\n"
-    "haproxy is installed (or LUNAROUTE_HAPROXY_BIN names it), runs `haproxy -c` on it.\n"
-    "Prints \"configuration is valid\" and exits 0, or prints the errors and exits 2.\n"
+    "Loads and validates the configuration (every error as file:line:col), renders it into\n"
+    "temporary directories and, when haproxy is installed (or LUNAROUTE_HAPROXY_BIN names it),\n"
+    "runs `haproxy -c` twice: on the standalone haproxy.cfg, and on the bolt-on files\n"
+    "(frontend-snippet.cfg pasted into a minimal fleet frontend, loaded with\n"
+    "lunaroute-backends.cfg). Prints one line per check, then \"configuration is valid\" and\n"
+    "exits 0; or prints the errors and exits 2 (1 when haproxy could not be run).\n"
     "\n"
     "options:\n"
     "  -c, --config F   configuration file (default: $LUNAROUTE_CONFIG, else built-in defaults)\n"
@@ -87,6 +89,14 @@ static const char usage_up[] =
     "Renders into the run directory, starts lunaroute-agent and HAProxy (master-worker) and\n"
     "supervises them: the agent is restarted with back-off when it dies; SIGHUP or a change of\n"
     "the config file reloads; SIGINT/SIGTERM stop both cleanly.\n"
+    "\n"
+    "A reload re-renders into a staging directory and checks it (`haproxy -c`, the agent's\n"
+    "--check) before anything changes; a bad file is rejected and the running stack keeps the\n"
+    "old configuration. Then only what changed is applied: the agent re-reads agent.json\n"
+    "through its admin API (POST /v1/reload; SIGHUP when the socket cannot be reached), HAProxy\n"
+    "is reloaded through its master CLI (`reload`; SIGUSR2 when the CLI cannot be reached) only\n"
+    "when haproxy.cfg, spoe-lunaroute.conf or routes.map changed, and new credentials restart\n"
+    "the agent.\n"
     "\n"
     "options:\n"
     "  -c, --config F    configuration file (default: $LUNAROUTE_CONFIG, else built-in defaults)\n"
@@ -121,8 +131,9 @@ static const char usage_status_head[] =
     "usage: lunaroute-control status [--run-dir D]\n"
     "\n"
     "Prints one JSON document describing the running stack: the agent (admin API GET\n"
-    "/v1/status), HAProxy (runtime API on <run_dir>/haproxy.sock: `show info`, `show stat`)\n"
-    "and control's own files. Missing pieces are reported as fields, never as a crash.\n"
+    "/v1/status), HAProxy (runtime API on <run_dir>/haproxy.sock: `show info`, `show stat`,\n"
+    "`show servers state`) and control's own files. Missing pieces are reported as fields,\n"
+    "never as a crash.\n"
     "\n"
     "options:\n"
     "  -r, --run-dir D   run directory (default: $LUNAROUTE_RUN_DIR, else ./run)\n"
@@ -305,43 +316,42 @@ static void rm_dir(const char *dir)
     rmdir(dir);
 }
 
-/* Runs `haproxy -c -q -f cfg`, collecting its output. Returns its exit status, 127 when it
- * could not be started, or -1 on a local failure. */
-static int haproxy_check(const char *bin, const char *cfg, struct lr_buf *output)
+/* A fresh temporary directory under $TMPDIR (or /tmp). 0, or -1 with errno set. */
+static int make_tmp_dir(char *dir, size_t len, const char *what)
 {
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) < 0)
-        return -1;
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(fds[0]);
-        close(fds[1]);
+    const char *tmp = getenv("TMPDIR");
+    if ((size_t)snprintf(dir, len, "%s/lunaroute-validate-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp",
+                         what) >= len) {
+        errno = ENAMETOOLONG;
         return -1;
     }
-    if (pid == 0) {
-        dup2(fds[1], STDOUT_FILENO);
-        dup2(fds[1], STDERR_FILENO);
-        execl(bin, bin, "-c", "-q", "-f", cfg, (char *)NULL);
-        _exit(127);
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+/* `haproxy -c` on cfgs; prints what haproxy said when it refused. An exit status. */
+static int check_with_haproxy(const char *bin, const char *what, const char *const cfgs[],
+                              size_t n)
+{
+    struct lr_buf out = {0};
+    int st = validate_haproxy_check(bin, cfgs, n, NULL, &out);
+    int rc = EXIT_OK;
+    if (st != 0) {
+        if (out.len)
+            fprintf(stderr, "%.*s%s", (int)out.len, (const char *)out.data,
+                    out.data[out.len - 1] == '\n' ? "" : "\n");
+        if (st < 0 || st == 127) {
+            fprintf(stderr, "%s validate: could not run %s\n", prog, bin);
+            rc = EXIT_RUNTIME;
+        } else {
+            fprintf(stderr, "%s validate: haproxy -c: the %s rendering is rejected\n", prog,
+                    what);
+            rc = EXIT_USAGE;
+        }
+    } else {
+        printf("haproxy -c: %s rendering OK\n", what);
     }
-    close(fds[1]);
-    char buf[4096];
-    for (;;) {
-        ssize_t n = read(fds[0], buf, sizeof(buf));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        if (output->len < (1u << 20))
-            lr_buf_append(output, buf, (size_t)n);
-    }
-    close(fds[0]);
-    int st;
-    while (waitpid(pid, &st, 0) < 0) {
-        if (errno != EINTR)
-            return -1;
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    lr_buf_free(&out);
+    return rc;
 }
 
 static int cmd_validate(int argc, char **argv)
@@ -355,24 +365,32 @@ static int cmd_validate(int argc, char **argv)
     if (rc != EXIT_OK)
         return rc;
 
-    const char *tmp = getenv("TMPDIR");
-    char dir[PATH_MAX];
-    if ((size_t)snprintf(dir, sizeof(dir), "%s/lunaroute-validate-XXXXXX",
-                         tmp && *tmp ? tmp : "/tmp") >= sizeof(dir) ||
-        !mkdtemp(dir)) {
+    char sdir[PATH_MAX], bdir[PATH_MAX];
+    if (make_tmp_dir(sdir, sizeof(sdir), "standalone") < 0) {
         fprintf(stderr, "%s validate: cannot create a temporary directory: %s\n", prog,
                 strerror(errno));
         config_free(c);
         return EXIT_RUNTIME;
     }
-    char err[1024] = "";
-    if (render_write_all(c, RENDER_STANDALONE, dir, err, sizeof(err)) < 0) {
+    if (make_tmp_dir(bdir, sizeof(bdir), "boltin") < 0) {
+        fprintf(stderr, "%s validate: cannot create a temporary directory: %s\n", prog,
+                strerror(errno));
+        rm_dir(sdir);
+        config_free(c);
+        return EXIT_RUNTIME;
+    }
+    char err[1024] = "", harness[PATH_MAX];
+    if (render_write_all(c, RENDER_STANDALONE, sdir, err, sizeof(err)) < 0 ||
+        render_write_all(c, RENDER_BOLTIN, bdir, err, sizeof(err)) < 0 ||
+        validate_write_boltin_harness(bdir, harness, sizeof(harness), err, sizeof(err)) < 0) {
         fprintf(stderr, "%s validate: %s\n", prog, err);
-        rm_dir(dir);
+        rm_dir(sdir);
+        rm_dir(bdir);
         config_free(c);
         return EXIT_RUNTIME;
     }
     config_free(c);
+    printf("configuration checks: OK\n");
 
     char bin[PATH_MAX];
     rc = EXIT_OK;
@@ -386,25 +404,20 @@ static int cmd_validate(int argc, char **argv)
             fprintf(stderr, "%s validate: haproxy not found on PATH: `haproxy -c` skipped\n", prog);
         }
     } else {
-        char cfg[PATH_MAX + 16];
-        snprintf(cfg, sizeof(cfg), "%s/haproxy.cfg", dir);
-        struct lr_buf out = {0};
-        int st = haproxy_check(bin, cfg, &out);
-        if (st != 0) {
-            if (out.len)
-                fprintf(stderr, "%.*s%s", (int)out.len, (const char *)out.data,
-                        out.data[out.len - 1] == '\n' ? "" : "\n");
-            if (st < 0 || st == 127) {
-                fprintf(stderr, "%s validate: could not run %s\n", prog, bin);
-                rc = EXIT_RUNTIME;
-            } else {
-                fprintf(stderr, "%s validate: haproxy rejected the rendered configuration\n", prog);
-                rc = EXIT_USAGE;
-            }
-        }
-        lr_buf_free(&out);
+        char cfg[PATH_MAX + 16], backends[PATH_MAX + 32];
+        snprintf(cfg, sizeof(cfg), "%s/haproxy.cfg", sdir);
+        snprintf(backends, sizeof(backends), "%s/lunaroute-backends.cfg", bdir);
+        const char *standalone[] = {cfg};
+        const char *boltin[] = {harness, backends};
+        int r1 = check_with_haproxy(bin, "standalone", standalone, 1);
+        int r2 = check_with_haproxy(bin, "boltin (frontend-snippet.cfg + lunaroute-backends.cfg)",
+                                    boltin, 2);
+        rc = r1 == EXIT_RUNTIME || r2 == EXIT_RUNTIME ? EXIT_RUNTIME
+             : r1 != EXIT_OK                          ? r1
+                                                      : r2;
     }
-    rm_dir(dir);
+    rm_dir(sdir);
+    rm_dir(bdir);
     if (rc == EXIT_OK)
         printf("configuration is valid\n");
     return rc;

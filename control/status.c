@@ -74,6 +74,22 @@ const char status_fields_help[] =
     "      (e.g. L7OK, L4CON), check_desc, addr, weight, current_sessions, total_sessions,\n"
     "      last_change_secs, errors_connect, errors_response (from `show stat`)\n"
     "  haproxy.frontends.<name> status, current_sessions, total_sessions, requests_total\n"
+    "  haproxy.servers_state.<backend>.<server>  from `show servers state` (what a reload\n"
+    "                           carries over), per server:\n"
+    "      op_state             DOWN | STARTING | UP | STOPPING (operational state)\n"
+    "      admin_state          [] or the administrative flags: FMAINT (forced maintenance),\n"
+    "                           IMAINT (inherited), CMAINT (configured disabled), FDRAIN,\n"
+    "                           IDRAIN, RMAINT (DNS resolution failed), HMAINT (FQDN set at\n"
+    "                           runtime)\n"
+    "      addr / port / fqdn   the address in use (fqdn null when none)\n"
+    "      weight / initial_weight   current and configured weight\n"
+    "      secs_since_change    seconds since the last operational change\n"
+    "      check_result         UNKNOWN | NEUTRAL | FAILED | PASSED | CONDPASS (last check)\n"
+    "      check_health         the rise/fall counter of the health check\n"
+    "      check_state          [] or flags: INPROGRESS, CONFIGURED, ENABLED, PAUSED, AGENT\n"
+    "      use_ssl              the server is reached over TLS\n"
+    "  haproxy.servers_state_error  why `show servers state` failed (only then; servers_state\n"
+    "                           is null)\n"
     "No field carries an API key or an environment value.\n";
 
 /* ---- small helpers ---- */
@@ -361,6 +377,137 @@ json_t *status_parse_show_stat(const char *csv)
     return root;
 }
 
+/* `show servers state` enumerations (doc/management.txt, format version 1). */
+static const char *op_state_name(long v)
+{
+    static const char *const names[] = {"DOWN", "STARTING", "UP", "STOPPING"};
+    return v >= 0 && v < 4 ? names[v] : NULL;
+}
+
+static const char *check_result_name(long v)
+{
+    static const char *const names[] = {"UNKNOWN", "NEUTRAL", "FAILED", "PASSED", "CONDPASS"};
+    return v >= 0 && v < 5 ? names[v] : NULL;
+}
+
+/* A bit mask as the array of the names of its bits (unknown bits as "0x.."). */
+static json_t *flag_names(const char *v, const char *const *names, size_t n)
+{
+    if (!v || !*v)
+        return json_null();
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || *end || *v == '-')
+        return json_string(v);
+    json_t *a = json_array();
+    for (unsigned i = 0; a && i < 64; i++) {
+        unsigned long long bit = 1ULL << i;
+        if (!(x & bit))
+            continue;
+        if (i < n && names[i]) {
+            json_array_append_new(a, json_string(names[i]));
+        } else {
+            char hex[24];
+            snprintf(hex, sizeof(hex), "0x%llx", bit);
+            json_array_append_new(a, json_string(hex));
+        }
+    }
+    return a;
+}
+
+static json_t *jenum(const char *v, const char *(*name)(long))
+{
+    if (!v || !*v)
+        return json_null();
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    const char *n = errno || *end ? NULL : name(x);
+    return json_string(n ? n : v);
+}
+
+/* "-" is `show servers state`'s empty value. */
+static json_t *jdash(const char *v)
+{
+    return v && *v && strcmp(v, "-") != 0 ? json_string(v) : json_null();
+}
+
+json_t *status_parse_servers_state(const char *text)
+{
+    static const char *const admin_flags[] = {"FMAINT", "IMAINT", "CMAINT", "FDRAIN",
+                                              "IDRAIN", "RMAINT", "HMAINT"};
+    static const char *const check_flags[] = {"INPROGRESS", "CONFIGURED", "ENABLED", "PAUSED",
+                                              "AGENT"};
+    json_t *root = json_object();
+    char *copy = strdup(text ? text : "");
+    if (!root || !copy) {
+        json_decref(root);
+        free(copy);
+        return NULL;
+    }
+    struct stat_cols h = {0};
+    char *save = NULL;
+    bool versioned = false;
+    for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        size_t ll = strlen(line);
+        if (ll && line[ll - 1] == '\r')
+            line[--ll] = 0;
+        if (!ll)
+            continue;
+        if (!versioned) {
+            versioned = true;
+            if (strcmp(line, "1") != 0) /* only format 1 is known */
+                break;
+            continue;
+        }
+        char *cols[STAT_MAX_COLS];
+        size_t n = 0;
+        char *tsave = NULL;
+        bool header = line[0] == '#';
+        for (char *t = strtok_r(header ? line + 1 : line, " ", &tsave); t && n < STAT_MAX_COLS;
+             t = strtok_r(NULL, " ", &tsave))
+            cols[n++] = t;
+        if (header) {
+            memcpy(h.names, cols, n * sizeof(cols[0]));
+            h.n = n;
+            continue;
+        }
+        const char *be = col(&h, cols, n, "be_name"), *sv = col(&h, cols, n, "srv_name");
+        if (!be || !sv)
+            continue;
+        json_t *b = json_object_get(root, be);
+        if (!b) {
+            b = json_object();
+            json_object_set_new(root, be, b);
+        }
+        json_t *o = json_object();
+        json_object_set_new(o, "op_state", jenum(col(&h, cols, n, "srv_op_state"), op_state_name));
+        json_object_set_new(o, "admin_state",
+                            flag_names(col(&h, cols, n, "srv_admin_state"), admin_flags,
+                                       sizeof(admin_flags) / sizeof(admin_flags[0])));
+        json_object_set_new(o, "addr", jdash(col(&h, cols, n, "srv_addr")));
+        json_object_set_new(o, "port", jnum(col(&h, cols, n, "srv_port")));
+        json_object_set_new(o, "fqdn", jdash(col(&h, cols, n, "srv_fqdn")));
+        json_object_set_new(o, "weight", jnum(col(&h, cols, n, "srv_uweight")));
+        json_object_set_new(o, "initial_weight", jnum(col(&h, cols, n, "srv_iweight")));
+        json_object_set_new(o, "secs_since_change",
+                            jnum(col(&h, cols, n, "srv_time_since_last_change")));
+        json_object_set_new(o, "check_result",
+                            jenum(col(&h, cols, n, "srv_check_result"), check_result_name));
+        json_object_set_new(o, "check_health", jnum(col(&h, cols, n, "srv_check_health")));
+        json_object_set_new(o, "check_state",
+                            flag_names(col(&h, cols, n, "srv_check_state"), check_flags,
+                                       sizeof(check_flags) / sizeof(check_flags[0])));
+        const char *ssl = col(&h, cols, n, "srv_use_ssl");
+        json_object_set_new(o, "use_ssl", ssl && *ssl ? json_boolean(strcmp(ssl, "0") != 0)
+                                                      : json_null());
+        json_object_set_new(b, sv, o);
+    }
+    free(copy);
+    return root;
+}
+
 json_t *status_parse_show_info(const char *text)
 {
     static const struct {
@@ -430,6 +577,15 @@ static json_t *haproxy_status(const char *run_dir, bool *reachable)
     }
     *reachable = true;
     json_object_set_new(h, "reachable", json_true());
+    char *state = NULL, serr[512] = "";
+    json_t *ss = NULL;
+    if (haproxy_cli_command(sock, "show servers state", STATUS_TIMEOUT_SECS, &state, serr,
+                            sizeof(serr)) == ADMIN_CLIENT_OK)
+        ss = status_parse_servers_state(state);
+    else
+        json_object_set_new(h, "servers_state_error", json_string(serr));
+    json_object_set_new(h, "servers_state", ss ? ss : json_null());
+    free(state);
     json_t *i = status_parse_show_info(info);
     if (i)
         json_object_update(h, i);

@@ -6,6 +6,7 @@
  * dispositions through posix_spawn attributes. */
 #include "supervise.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -20,9 +21,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
+#include "admin_client.h"
+#include "buf.h"
 #include "config.h"
 #include "log.h"
 #include "render.h"
+#include "validate.h"
 
 extern char **environ;
 
@@ -31,6 +37,9 @@ extern char **environ;
 #define BACKOFF_MAX          5.0
 #define BACKOFF_RESET_UPTIME 30.0
 #define TICK_SECS            1.0
+#define AGENT_RELOAD_TIMEOUT 5.0  /* POST /v1/reload, answered once the agent re-read its file */
+#define MASTER_CLI_TIMEOUT   2.0
+#define HAPROXY_RELOAD_WAIT  15.0 /* for the master to report the reload in `show proc` */
 
 struct sup {
     struct lr_config *cfg;
@@ -44,6 +53,7 @@ struct sup {
     double agent_restart_at; /* monotonic; 0 = no restart pending */
     double backoff;          /* last restart delay; 0 = none yet */
     bool agent_restart_now;  /* we stopped it on purpose (new credentials) */
+    bool agent_stale;        /* the running agent may not have the last rendered agent.json */
     bool have_cfg_stat;
     struct stat cfg_stat;
     sigset_t sigs;
@@ -488,6 +498,221 @@ static bool cfg_file_changed(struct sup *s)
            st.st_mtim.tv_nsec != s->cfg_stat.st_mtim.tv_nsec;
 }
 
+int supervise_parse_show_proc(const char *text, struct supervise_proc_info *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->failed_reloads = -1;
+    bool master = false, in_workers = false;
+    for (const char *line = text; line && *line;) {
+        const char *nl = strchr(line, '\n');
+        size_t ll = nl ? (size_t)(nl - line) : strlen(line);
+        char buf[256];
+        snprintf(buf, sizeof(buf), "%.*s", (int)(ll < sizeof(buf) ? ll : sizeof(buf) - 1), line);
+        line = nl ? nl + 1 : NULL;
+        if (buf[0] == '#') {
+            in_workers = strncmp(buf, "# workers", 9) == 0;
+            continue;
+        }
+        char type[32] = "";
+        long pid = 0, reloads = 0;
+        if (sscanf(buf, "%ld %31s %ld", &pid, type, &reloads) < 2)
+            continue;
+        if (!strcmp(type, "master") && !master) {
+            master = true;
+            out->master_pid = pid;
+            out->reloads = reloads;
+            const char *f = strstr(buf, "[failed:");
+            long failed;
+            if (f && sscanf(f, "[failed: %ld", &failed) == 1)
+                out->failed_reloads = failed;
+        } else if (in_workers && !strcmp(type, "worker") && !out->worker_pid) {
+            out->worker_pid = pid;
+        }
+    }
+    return master ? 0 : -1;
+}
+
+static int master_show_proc(const char *msock, struct supervise_proc_info *info, char *err,
+                            size_t errlen)
+{
+    char *out = NULL;
+    if (haproxy_cli_command(msock, "show proc", MASTER_CLI_TIMEOUT, &out, err, errlen) !=
+        ADMIN_CLIENT_OK)
+        return -1;
+    int rc = supervise_parse_show_proc(out, info);
+    if (rc < 0)
+        snprintf(err, errlen, "%s: unexpected answer to `show proc`", msock);
+    free(out);
+    return rc;
+}
+
+/* Reloads HAProxy through the master CLI (`reload`, as `kill -USR2` does, DESIGN §3) and waits
+ * for the master to report the outcome; SIGUSR2 when the CLI is not usable. */
+static void reload_haproxy(struct sup *s)
+{
+    char msock[PATH_MAX], err[512] = "";
+    struct supervise_proc_info before, now;
+    if (join(msock, sizeof(msock), s->run_dir, "haproxy-master.sock") < 0 ||
+        master_show_proc(msock, &before, err, sizeof(err)) < 0) {
+        lr_warn("haproxy master CLI not usable (%s): reloading master pid %ld with SIGUSR2", err,
+                (long)s->haproxy);
+        kill(s->haproxy, SIGUSR2);
+        return;
+    }
+    lr_info("haproxy configuration changed: `reload` on the master CLI (master pid %ld, worker "
+            "pid %ld)",
+            before.master_pid, before.worker_pid);
+    char *out = NULL;
+    /* The master closes the connection as it re-executes itself: an error here says nothing;
+     * `show proc` tells. */
+    (void)haproxy_cli_command(msock, "reload", MASTER_CLI_TIMEOUT, &out, err, sizeof(err));
+    free(out);
+    double deadline = now_mono() + HAPROXY_RELOAD_WAIT;
+    while (now_mono() < deadline) {
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        if (master_show_proc(msock, &now, err, sizeof(err)) < 0 || now.reloads <= before.reloads)
+            continue;
+        if (now.failed_reloads > before.failed_reloads && before.failed_reloads >= 0)
+            lr_err("haproxy rejected the new configuration (its messages are above); the "
+                   "previous configuration keeps serving");
+        else
+            lr_info("haproxy reloaded: worker pid %ld (was %ld)", now.worker_pid,
+                    before.worker_pid);
+        return;
+    }
+    lr_warn("haproxy master pid %ld did not report the reload within %.0fs (%s)",
+            (long)s->haproxy, HAPROXY_RELOAD_WAIT, err[0] ? err : "no new reload in `show proc`");
+}
+
+/* Applies the rendered agent.json to the running agent through its admin API (POST
+ * /v1/reload on sock, the socket the agent serves), or with SIGHUP when the API cannot be
+ * reached. Sets agent_stale when the agent may not have it. */
+static void reload_agent(struct sup *s, const char *sock, const char *sock_err)
+{
+    char err[512] = "";
+    if (s->agent <= 0) {
+        lr_info("agent not running: it will start with the new settings");
+        s->agent_stale = false;
+        return;
+    }
+    if (!sock) {
+        lr_warn("agent admin API unknown (%s): sending SIGHUP to agent pid %ld", sock_err,
+                (long)s->agent);
+        kill(s->agent, SIGHUP);
+        s->agent_stale = false;
+        return;
+    }
+    struct admin_response r;
+    int rc = admin_client_request(sock, "POST", "/v1/reload", NULL, AGENT_RELOAD_TIMEOUT, &r, err,
+                                  sizeof(err));
+    if (rc != ADMIN_CLIENT_OK) {
+        lr_warn("agent admin API unreachable (%s): sending SIGHUP to agent pid %ld", err,
+                (long)s->agent);
+        kill(s->agent, SIGHUP);
+        s->agent_stale = false;
+        return;
+    }
+    json_error_t jerr;
+    json_t *doc = json_loadb(r.body, r.body_len, 0, &jerr);
+    const char *e = json_string_value(json_object_get(doc, "error"));
+    if (r.status == 200) {
+        const char *dg = json_string_value(json_object_get(doc, "digest"));
+        const json_t *rr = json_object_get(doc, "restart_required");
+        lr_info("agent pid %ld applied the new settings through its admin API (%s, sha256 "
+                "%.12s)",
+                (long)s->agent, json_is_true(json_object_get(doc, "changed")) ? "changed"
+                                                                                : "unchanged",
+                dg ? dg : "?");
+        if (json_array_size(rr))
+            lr_warn("agent settings that take effect only when the agent restarts changed "
+                    "(e.g. %s)",
+                    json_string_value(json_array_get(rr, 0)));
+        s->agent_stale = false;
+    } else {
+        lr_err("agent pid %ld refused the new settings (HTTP %d): %s; it keeps the previous "
+               "ones",
+               (long)s->agent, r.status, e ? e : "no reason given");
+        s->agent_stale = true;
+    }
+    json_decref(doc);
+    admin_response_free(&r);
+}
+
+/* Logs what a failed check printed, one line at a time. */
+static void log_output(const struct lr_buf *out)
+{
+    const char *p = out->len ? (const char *)out->data : "";
+    size_t left = out->len;
+    while (left) {
+        const char *nl = memchr(p, '\n', left);
+        size_t ll = nl ? (size_t)(nl - p) : left;
+        if (ll)
+            lr_err("  %.*s", (int)ll, p);
+        p += ll + (nl ? 1 : 0);
+        left -= ll + (nl ? 1 : 0);
+    }
+}
+
+/* Removes a staging directory (flat: render writes no subdirectory). */
+static void rm_staging(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *de;
+        while ((de = readdir(d)))
+            if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+                remove_in(dir, de->d_name);
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+/* Renders n into a staging directory and has HAProxy (`haproxy -c`) and the agent
+ * (`--check`) check it, before anything in the run directory changes. 0, or -1 (logged). */
+static int precheck(struct sup *s, const struct lr_config *n, char **env)
+{
+    char dir[PATH_MAX], err[512] = "", cfg[PATH_MAX], aj[PATH_MAX];
+    if (join(dir, sizeof(dir), s->run_dir, ".reload-XXXXXX") < 0 || !mkdtemp(dir)) {
+        lr_err("reload: cannot create a staging directory in %s: %s", s->run_dir,
+               strerror(errno));
+        return -1;
+    }
+    int rc = -1;
+    if (render_write_all(n, RENDER_STANDALONE, dir, err, sizeof(err)) < 0) {
+        lr_err("reload: %s", err);
+        goto out;
+    }
+    if (join(cfg, sizeof(cfg), dir, "haproxy.cfg") < 0 ||
+        join(aj, sizeof(aj), dir, "agent.json") < 0)
+        goto out;
+    struct lr_buf o = {0};
+    const char *cfgs[] = {cfg};
+    int st = validate_haproxy_check(s->haproxy_bin, cfgs, 1, env, &o);
+    if (st != 0) {
+        lr_err("reload: `haproxy -c` rejected the new configuration (status %d):", st);
+        log_output(&o);
+        lr_buf_free(&o);
+        goto out;
+    }
+    lr_buf_reset(&o);
+    const char *argv[] = {s->agent_bin, "--check", "--settings", aj, NULL};
+    st = validate_run(argv, env, &o);
+    if (st != 0) {
+        lr_err("reload: the agent rejected the new settings (lunaroute-agent --check, status "
+               "%d):",
+               st);
+        log_output(&o);
+        lr_buf_free(&o);
+        goto out;
+    }
+    lr_buf_free(&o);
+    rc = 0;
+out:
+    rm_staging(dir);
+    return rc;
+}
+
 static void reload(struct sup *s, const char *why)
 {
     lr_info("reloading configuration (%s)", why);
@@ -508,10 +733,30 @@ static void reload(struct sup *s, const char *why)
     }
     cfg_errors_free(&errs);
 
+    bool new_secrets = secrets_differ(s->cfg, n);
+    char **env = new_secrets ? env_build(n) : NULL;
+    if (new_secrets && !env) {
+        lr_err("reload: out of memory");
+        config_free(n);
+        return;
+    }
+    if (precheck(s, n, env ? env : s->env) < 0) {
+        lr_err("reload aborted; still running the previous configuration");
+        env_free(env);
+        config_free(n);
+        return;
+    }
+
+    /* The socket the running agent serves: from the agent.json it was started with. */
+    char sock[PATH_MAX], sock_err[512] = "";
+    bool have_sock =
+        admin_client_socket_path(s->run_dir, sock, sizeof(sock), sock_err, sizeof(sock_err)) == 0;
+
     static const char *const hafiles[] = {"haproxy.cfg", "spoe-lunaroute.conf", "routes.map"};
     char *before[3], *after[3];
     for (size_t i = 0; i < 3; i++)
         before[i] = read_file(s->run_dir, hafiles[i]);
+    char *agent_before = read_file(s->run_dir, "agent.json");
     char err[512] = "";
     int rc = render_write_all(n, RENDER_STANDALONE, s->run_dir, err, sizeof(err));
     bool ha_changed = false;
@@ -522,19 +767,18 @@ static void reload(struct sup *s, const char *why)
         free(before[i]);
         free(after[i]);
     }
+    char *agent_after = read_file(s->run_dir, "agent.json");
+    bool agent_changed = !same_text(agent_before, agent_after);
+    free(agent_before);
+    free(agent_after);
     if (rc < 0) {
         lr_err("reload: %s; still running the previous configuration", err);
+        env_free(env);
         config_free(n);
         return;
     }
 
-    if (secrets_differ(s->cfg, n)) {
-        char **env = env_build(n);
-        if (!env) {
-            lr_err("reload: out of memory");
-            config_free(n);
-            return;
-        }
+    if (new_secrets) {
         env_free(s->env);
         s->env = env;
         lr_warn("credentials changed: restarting the agent; HAProxy keeps the credentials it "
@@ -543,16 +787,16 @@ static void reload(struct sup *s, const char *why)
             s->agent_restart_now = true;
             kill(s->agent, SIGTERM);
         }
-    } else if (s->agent > 0) {
-        lr_info("sending SIGHUP to agent pid %ld", (long)s->agent);
-        kill(s->agent, SIGHUP);
-    }
-    if (ha_changed && s->haproxy > 0) {
-        lr_info("haproxy configuration changed: reloading master pid %ld", (long)s->haproxy);
-        kill(s->haproxy, SIGUSR2);
+        s->agent_stale = false;
+    } else if (agent_changed || s->agent_stale) {
+        reload_agent(s, have_sock ? sock : NULL, sock_err);
     } else {
-        lr_info("haproxy configuration unchanged: no haproxy reload");
+        lr_info("agent settings unchanged: no agent reload");
     }
+    if (ha_changed && s->haproxy > 0)
+        reload_haproxy(s);
+    else
+        lr_info("haproxy configuration unchanged: no haproxy reload");
     if (n->log_level) {
         enum lr_log_level l;
         if (lr_log_level_from_str(n->log_level, &l) == 0)

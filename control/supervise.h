@@ -1,7 +1,14 @@
 /* `lunaroute-control up`: renders into the run directory, starts the agent and HAProxy
  * (master-worker, foreground, our child), restarts the agent with back-off when it dies,
  * reloads on SIGHUP or when the config file changes, and stops both cleanly on
- * SIGINT/SIGTERM. Secrets reach the children only through their environment. */
+ * SIGINT/SIGTERM. Secrets reach the children only through their environment.
+ *
+ * A reload: load + validate the file; render into <run_dir>/.reload-XXXXXX and check it with
+ * `haproxy -c` and `lunaroute-agent --check` (nothing changes when either refuses); render
+ * into the run directory; then apply only what changed: agent.json through the agent's admin
+ * API (POST /v1/reload, synchronous, SIGHUP when the socket is unreachable), HAProxy's files
+ * through the master CLI `reload` (SIGUSR2 when the CLI is unreachable) with the outcome read
+ * back from `show proc`, new credentials by restarting the agent. */
 #ifndef LR_SUPERVISE_H
 #define LR_SUPERVISE_H
 
@@ -22,5 +29,16 @@ int supervise_find_program(const char *env_override, const char *name, char *out
  * delay (0 for none) and how long the agent had been up: 0.1 s first, then doubling up to
  * 5 s, and back to 0.1 s once the agent had stayed up for 30 s. */
 double supervise_next_backoff(double cur, double uptime_secs);
+
+/* What the HAProxy master CLI's `show proc` says about the master: its pid, how many reloads
+ * it went through and how many of them failed (-1 when the version does not say). */
+struct supervise_proc_info {
+    long master_pid;
+    long reloads;
+    long failed_reloads;
+    long worker_pid; /* the newest worker (0 when none is listed) */
+};
+/* 0, or -1 when text has no master line. */
+int supervise_parse_show_proc(const char *text, struct supervise_proc_info *out);
 
 #endif

@@ -1,8 +1,16 @@
 """lunaroute-control as a command (DESIGN §6, §7): validate, --help/--version, exit codes,
 and `up` supervising the agent and HAProxy and leaving nothing behind on SIGTERM.
+
+Reloads under `up` (issue 4): a config file change that touches only the agent's settings is
+applied through the agent's admin API (POST /v1/reload) and leaves HAProxy's master and worker
+alone; a change of HAProxy's rendered files reloads HAProxy through the master CLI (new worker,
+same master); when the admin socket cannot be reached the agent gets a SIGHUP instead; a bad
+file is refused with its file:line:col and the stack keeps serving.
+`validate` runs `haproxy -c` on both renderings (standalone and bolt-on).
 """
 
 import glob
+import json
 import os
 import re
 import shutil
@@ -84,6 +92,16 @@ class ControlCli(lrtest.LRTestCase):
         p = self.write("ok.yaml", "bypass:\n  enabled: true\n  provider: auto\n")
         r = run("lunaroute-control", "validate", "--config", p, cwd=self.tmp)
         self.assertEqual(r.returncode, 0, fmt(r))
+        if lrtest.HAPROXY:
+            # Both renderings went through `haproxy -c`.
+            self.assertIn("haproxy -c: standalone rendering OK", r.stdout, fmt(r))
+            self.assertRegex(r.stdout, r"haproxy -c: boltin .*frontend-snippet\.cfg.*"
+                                       r"lunaroute-backends\.cfg.* rendering OK", fmt(r))
+            self.assertIn("configuration is valid", r.stdout)
+            # haproxy named by LUNAROUTE_HAPROXY_BIN that is not executable: a runtime error.
+            r = run("lunaroute-control", "validate", "--config", p, cwd=self.tmp,
+                    env={"LUNAROUTE_HAPROXY_BIN": os.path.join(self.tmp, "nope")})
+            self.assertEqual(r.returncode, 1, fmt(r))
 
     def assert_config_error(self, r, path, line=None, env_name=None):
         self.assertEqual(r.returncode, 2, fmt(r))
@@ -150,6 +168,18 @@ class ControlCli(lrtest.LRTestCase):
             self.assertEqual(c.returncode, 0, "haproxy -c: %s%s" % (c.stdout, c.stderr))
 
 
+def haproxy_worker(stack):
+    """The HAProxy worker's pid (`show info` on the runtime API), or None."""
+    try:
+        out = lrtest.haproxy_cmd(stack.stats_sock, "show info")
+    except OSError:
+        return None
+    for line in out.splitlines():
+        if line.startswith("Pid:"):
+            return int(line.split(":", 1)[1])
+    return None
+
+
 class ControlUp(lrtest.LRTestCase):
     def test_up_defaults_env_port_restart_and_clean_stop(self):
         # Built-in defaults except the addresses (free ports) and the run dir; the client
@@ -211,6 +241,163 @@ class ControlUp(lrtest.LRTestCase):
         self.assertTrue(left, "still running after up exited: %r"
                         % [p for p in pids if lrtest.pid_alive(p)])
         self.assertFalse(lrtest.port_accepts(env_port, timeout=0.3))
+
+    def test_up_reloads_agent_api_then_master_cli(self):
+        openai = self.mock("openai")
+        anthropic = self.mock("anthropic")
+        stack = self.new_stack(mocks={"openai": openai, "anthropic": anthropic},
+                               config={"bypass": {"enabled": True, "provider": "openai"}})
+        stack.start(mode="up")
+        if not lrtest.wait_until(lambda: lrtest.stat_is_socket(stack.path("agent.sock")), 5):
+            self.fail("the agent serves no admin socket")
+        master = lrtest.read_pidfile(stack.path("haproxy.pid"))
+        agent = lrtest.read_pidfile(stack.path("agent.pid"))
+        worker = haproxy_worker(stack)
+        self.assertTrue(master and agent and worker)
+
+        def control_log():
+            return lrtest.read_text(stack.path("control.stderr"))
+
+        def agent_runs(text):
+            """The agent runs agent.json with exactly this text (digest from its status)."""
+            r = stack.control("status", "--run-dir", stack.run_dir)
+            try:
+                dg = json.loads(r.stdout)["agent"]["settings"]["digest"]
+            except (ValueError, KeyError, TypeError):
+                return False
+            return dg == lrtest.sha256(text.encode())
+
+        def rewrite(change):
+            stack.config = lrtest.deep_merge(stack.config, change)
+            tmp = stack.config_path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(lrtest.to_yaml(stack.config))
+            os.rename(tmp, stack.config_path)
+
+        hafiles = ("haproxy.cfg", "spoe-lunaroute.conf", "routes.map")
+        ha_before = {f: lrtest.read_text(stack.path(f)) for f in hafiles}
+        aj_before = lrtest.read_text(stack.path("agent.json"))
+
+        # 1. Agent-side only (a routing setting): admin API, no HAProxy reload.
+        rewrite({"routing": {"circuit_breaker": {"failure_threshold": 9}}})
+        self.assertTrue(lrtest.wait_until(
+            lambda: lrtest.read_text(stack.path("agent.json")) != aj_before, 10, 0.1),
+            "agent.json was not re-rendered\n" + stack.log_tails())
+        aj = lrtest.read_text(stack.path("agent.json"))
+        self.assertIn('"failure_threshold": 9', aj.replace('":9', '": 9'))
+        self.assertTrue(lrtest.wait_until(lambda: agent_runs(aj), 10, 0.2),
+                        "the agent does not run the new agent.json\n" + stack.log_tails())
+        self.assertEqual({f: lrtest.read_text(stack.path(f)) for f in hafiles}, ha_before,
+                         "an agent-only change rendered different HAProxy files")
+        log = control_log()
+        self.assertIn("applied the new settings through its admin API (changed", log)
+        self.assertIn("haproxy configuration unchanged: no haproxy reload", log)
+        self.assertIn("POST /v1/reload", log)  # the agent's own log line (same stderr)
+        self.assertNotIn("SIGHUP: reloading settings", log)
+        self.assertEqual(lrtest.read_pidfile(stack.path("haproxy.pid")), master)
+        self.assertEqual(haproxy_worker(stack), worker, "HAProxy was reloaded")
+        self.assertEqual(lrtest.read_pidfile(stack.path("agent.pid")), agent)
+        r = stack.http("POST", "/v1/embeddings", [("Content-Type", "application/json")], b"{}")
+        self.assertEqual((r.status, r.json().get("mock")), (200, "openai"), r)
+
+        # 2. HAProxy-side: maxconn changes haproxy.cfg only: reload through the master CLI.
+        rewrite({"haproxy": {"maxconn": 777}})
+        self.assertTrue(lrtest.wait_until(
+            lambda: haproxy_worker(stack) not in (None, worker), 15, 0.1),
+            "HAProxy was not reloaded\n" + stack.log_tails())
+        self.assertTrue(lrtest.wait_until(
+            lambda: "haproxy reloaded: worker pid" in control_log(), 10, 0.1), control_log())
+        self.assertIn("`reload` on the master CLI", control_log())
+        self.assertIn("agent settings unchanged: no agent reload", control_log())
+        self.assertIn("maxconn 777", lrtest.read_text(stack.path("haproxy.cfg")))
+        self.assertEqual(lrtest.read_pidfile(stack.path("haproxy.pid")), master)
+        self.assertEqual(lrtest.read_pidfile(stack.path("agent.pid")), agent)
+        info = lrtest.haproxy_cmd(stack.stats_sock, "show info")
+        self.assertIn("Maxconn: 777", info)
+        self.assertTrue(stack.wait_spoa(True, 15))
+        r = stack.http("POST", "/v1/embeddings", [("Content-Type", "application/json")], b"{}")
+        self.assertEqual((r.status, r.json().get("mock")), (200, "openai"), r)
+        worker = haproxy_worker(stack)
+
+        # 3. A bad file: refused with its position; nothing reloaded, traffic unchanged.
+        with open(stack.config_path, "a") as f:
+            f.write("bypass: {enabled: maybe}\n")
+        self.assertTrue(lrtest.wait_until(
+            lambda: "reload aborted; still running the previous configuration" in control_log(),
+            10, 0.1), control_log())
+        self.assertRegex(control_log(), re.escape(stack.config_path) + r":\d+:\d+: ")
+        self.assertEqual(haproxy_worker(stack), worker)
+        self.assertTrue(agent_runs(aj))
+        r = stack.http("POST", "/v1/embeddings", [("Content-Type", "application/json")], b"{}")
+        self.assertEqual((r.status, r.json().get("mock")), (200, "openai"), r)
+
+        # 4. The admin socket is gone: control falls back to SIGHUP and says why.
+        os.unlink(stack.path("agent.sock"))
+        rewrite({"routing": {"circuit_breaker": {"failure_threshold": 4}}})  # drops the bad line
+        self.assertTrue(lrtest.wait_until(
+            lambda: "SIGHUP: reloading settings" in control_log(), 10, 0.1),
+            "no SIGHUP fallback\n" + control_log()[-3000:])
+        self.assertRegex(control_log(), r"agent admin API unreachable \(.*agent\.sock.*\): "
+                                        r"sending SIGHUP to agent pid %d" % agent[0])
+        aj4 = lrtest.read_text(stack.path("agent.json"))
+        self.assertTrue(lrtest.wait_until(
+            lambda: "(changed, sha256 %s)" % lrtest.sha256(aj4.encode())[:12] in control_log(),
+            10, 0.1), "the agent did not reload on SIGHUP\n" + control_log()[-3000:])
+        self.assertEqual(lrtest.read_pidfile(stack.path("agent.pid")), agent)
+        self.assertEqual(haproxy_worker(stack), worker)
+
+    def test_up_reload_refused_by_haproxy_check(self):
+        # HAProxy is the real one behind a wrapper that refuses `haproxy -c` while a marker
+        # file exists: a new configuration HAProxy rejects must change nothing.
+        tmp = tempfile.mkdtemp(prefix="lrtest-hxwrap-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        marker = os.path.join(tmp, "refuse")
+        wrapper = os.path.join(tmp, "haproxy")
+        with open(wrapper, "w") as f:
+            f.write("#!/bin/sh\nfor a in \"$@\"; do\n"
+                    "  if [ \"$a\" = -c ] && [ -e %s ]; then\n"
+                    "    echo '[ALERT] lrtest wrapper: configuration refused' >&2; exit 1\n"
+                    "  fi\ndone\nexec %s \"$@\"\n" % (marker, lrtest.HAPROXY))
+        os.chmod(wrapper, 0o755)
+        openai = self.mock("openai")
+        stack = self.new_stack(mocks={"openai": openai},
+                               env={"LUNAROUTE_HAPROXY_BIN": wrapper})
+        stack.start(mode="up")
+        worker = haproxy_worker(stack)
+        cfg_before = lrtest.read_text(stack.path("haproxy.cfg"))
+        aj_before = lrtest.read_text(stack.path("agent.json"))
+
+        def log():
+            return lrtest.read_text(stack.path("control.stderr"))
+
+        def rewrite(change):
+            stack.config = lrtest.deep_merge(stack.config, change)
+            tmpf = stack.config_path + ".tmp"
+            with open(tmpf, "w") as f:
+                f.write(lrtest.to_yaml(stack.config))
+            os.rename(tmpf, stack.config_path)
+
+        open(marker, "w").close()
+        rewrite({"haproxy": {"maxconn": 555}, "routing": {"circuit_breaker": {"open_secs": 9}}})
+        self.assertTrue(lrtest.wait_until(lambda: "reload aborted" in log(), 10, 0.1), log())
+        self.assertIn("`haproxy -c` rejected the new configuration", log())
+        self.assertIn("lrtest wrapper: configuration refused", log())
+        self.assertEqual(lrtest.read_text(stack.path("haproxy.cfg")), cfg_before)
+        self.assertEqual(lrtest.read_text(stack.path("agent.json")), aj_before)
+        self.assertEqual(haproxy_worker(stack), worker)
+        self.assertNotIn("POST /v1/reload", log())
+        self.assertEqual([d for d in os.listdir(stack.run_dir) if d.startswith(".reload-")], [],
+                         "the staging directory was left behind")
+        r = stack.http("POST", "/v1/embeddings", [("Content-Type", "application/json")], b"{}")
+        self.assertEqual(r.status, 200, r)
+
+        # Accepted again: the same change goes through.
+        os.unlink(marker)
+        rewrite({"haproxy": {"maxconn": 556}})
+        self.assertTrue(lrtest.wait_until(
+            lambda: haproxy_worker(stack) not in (None, worker), 15, 0.1), log()[-3000:])
+        self.assertIn("maxconn 556", lrtest.read_text(stack.path("haproxy.cfg")))
+        self.assertTrue(lrtest.wait_until(lambda: "POST /v1/reload" in log(), 10, 0.1))
 
     def test_up_bad_config_exits_2(self):
         stack = self.new_stack(config={"bypass": {"enabled": lrtest.Raw("maybe")}})

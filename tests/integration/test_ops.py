@@ -13,7 +13,8 @@
   * SIGKILL the agent: `up` restarts it and it still bypasses to anthropic; --clear goes back
     to the configuration's provider;
   * an unknown or a disabled provider is refused with the agent's message and exit 2;
-  * `status` has its documented fields, exit 0, and no key value anywhere in its output;
+  * `status` has its documented fields (HAProxy's `show stat` and `show servers state` per
+    backend server), exit 0, and no key value anywhere in its output;
     with nothing running it reports both pieces unreachable and exits 1.
 
 Self-skipping: until agent/admin.c is wired into the agent (server.c), the agent serves no
@@ -263,6 +264,21 @@ class Ops(lrtest.LRTestCase):
         self.assertTrue(be["lr_spoa"]["servers"]["agent"]["status"].startswith("UP"), be)
         self.assertIn("L7OK", be["lr_spoa"]["servers"]["agent"]["check_status"])
         self.assertTrue(h["frontends"])
+        # `show servers state`: the same servers, states spelled out.
+        ss = h["servers_state"]
+        self.assertNotIn("servers_state_error", h)
+        for name in ("lr_spoa", "lr_engine", "lr_provider_openai", "lr_provider_anthropic"):
+            self.assertEqual(sorted(ss[name]), sorted(be[name]["servers"]), name)
+        agent_state = ss["lr_spoa"]["agent"]
+        self.assertEqual(agent_state["op_state"], "UP", agent_state)
+        self.assertEqual(agent_state["admin_state"], [])
+        self.assertEqual(agent_state["check_result"], "PASSED")
+        self.assertIn("ENABLED", agent_state["check_state"])
+        self.assertEqual(agent_state["addr"], "127.0.0.1")
+        self.assertEqual(agent_state["port"], s.ports["spoa"])
+        self.assertIs(agent_state["use_ssl"], False)
+        self.assertIsInstance(agent_state["secs_since_change"], int)
+        self.assertEqual(ss["lr_engine"]["engine"]["port"], s.ports["engine"])
 
         # --help documents every field name status printed (dynamic names excluded).
         help_text = self.control(s, "status", "--help").stdout
@@ -274,6 +290,7 @@ class Ops(lrtest.LRTestCase):
         documented += list(c["config"]) + list(a["settings"]) + list(a["bypass"])
         documented += list(a["spop"]) + list(a["engine"])
         documented += list(be["lr_spoa"]) + list(be["lr_spoa"]["servers"]["agent"])
+        documented += list(agent_state)
         missing = sorted({k for k in documented if k not in help_text})
         self.assertEqual(missing, [], "status --help does not document these fields")
 
