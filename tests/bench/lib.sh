@@ -1,0 +1,127 @@
+# Shared helpers of the benchmarks (sourced, not run). Set BENCH_NAME first; sets $work
+# (a temp dir removed at exit) and the pids array (every process started is killed at exit,
+# by pid and by process group).
+: "${BENCH_NAME:?set BENCH_NAME before sourcing lib.sh}"
+work=$(mktemp -d "/tmp/lr-bench-$BENCH_NAME.XXXXXX")
+pids=()
+bench_cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.3
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  # HAProxy -W workers and nginx workers are children of what we started, in the process
+  # group that setsid gave it (group id = its pid).
+  for p in "${pids[@]}"; do kill -9 -- "-$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap bench_cleanup EXIT INT TERM
+
+note() { echo "[$BENCH_NAME] $*" >&2; }
+
+need() { # commands that must be installed
+  local c
+  for c in "$@"; do
+    command -v "$c" >/dev/null || { echo "$BENCH_NAME: $c is not installed (make bench installs it)" >&2; exit 2; }
+  done
+}
+
+need_bins() { # dir: the built binaries must be there
+  [ -x "$1/lunaroute-control" ] && [ -x "$1/lunaroute-agent" ] || {
+    echo "$BENCH_NAME: build first (make build), or pass --bin-dir" >&2; exit 2; }
+}
+
+start() { # name cmd...: runs in its own session (process group = its pid), logs in $work
+  local name=$1; shift
+  setsid "$@" >"$work/$name.out" 2>"$work/$name.err" </dev/null &
+  pids+=($!)
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_port() {
+  for _ in $(seq 200); do
+    (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "$BENCH_NAME: port $1 never opened" >&2; return 1
+}
+
+nginx_conf() { # port locations-text: writes $work/nginx/nginx.conf for one server
+  mkdir -p "$work/nginx"
+  cat >"$work/nginx/nginx.conf" <<NGX
+worker_processes 1;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 120s;
+  client_max_body_size 4m;
+  client_body_buffer_size 512k;
+  client_body_temp_path $work/nginx;
+  proxy_temp_path $work/nginx;
+  fastcgi_temp_path $work/nginx;
+  uwsgi_temp_path $work/nginx;
+  scgi_temp_path $work/nginx;
+  server {
+    listen 127.0.0.1:$1 backlog=4096;
+$2
+  }
+}
+NGX
+}
+
+# plain_config ENG_DIR PLAIN_DIR ENG_PORT PLAIN_PORT 'path backend' ...: the rendered
+# config of ENG_DIR with the SPOE filter removed, its stats frontend dropped, its bind moved
+# to PLAIN_PORT and, for each 'path backend' pair, that exact path sent straight to that
+# provider backend (before the map lookup: the first matching use_backend wins).
+plain_config() {
+  local eng=$1 plain=$2 fe_eng=$3 fe_plain=$4; shift 4
+  mkdir -p "$plain"
+  sed -e '/filter spoe/d' -e "s#127.0.0.1:$fe_eng#127.0.0.1:$fe_plain#" \
+      -e "s#$eng/#$plain/#g" "$eng/haproxy.cfg" >"$plain/haproxy.cfg"
+  cp "$eng/routes.map" "$plain/routes.map"
+  python3 - "$plain/haproxy.cfg" "$@" <<'PY'
+import re, sys
+p, pairs = sys.argv[1], sys.argv[2:]
+s = open(p).read()
+s = re.sub(r"\nfrontend lr_stats\n(?:[ \t]+.*\n|\n)*?(?=\S)", "\n", s)
+lines = "".join(r"\1use_backend %s if { path %s }" % (b, a) for a, b in (x.split() for x in pairs))
+s, n = re.subn(r"(\n[ \t]+)(use_backend %\[var\(txn\.lunaroute\.backend\))", lines + r"\1\2", s, count=1)
+assert n == 1, "use_backend line not found in the rendered config"
+open(p, "w").write(s)
+PY
+}
+
+# run_wrk URL CONNS SCRIPT SECS -> "rps p50_us p99_us"; exits non-zero on any non-2xx answer
+# or socket error, so a benchmark never reports the speed of failures.
+run_wrk() {
+  local out
+  out=$(wrk -t "$([ "$2" -gt 1 ] && echo 2 || echo 1)" -c "$2" -d "${4}s" --latency -s "$3" "$1")
+  python3 - "$out" <<'PY'
+import re, sys
+out = sys.argv[1]
+def us(v, unit):
+    return float(v) * {"us": 1, "ms": 1000, "s": 1e6}[unit]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+if re.search(r"Non-2xx or 3xx responses: (\d+)", out) or re.search(r"Socket errors: (.*)", out):
+    sys.stderr.write("wrk reported errors:\n" + out)
+    sys.exit(1)
+print(f"{rps:.0f} {us(*p50.groups()):.1f} {us(*p99.groups()):.1f}")
+PY
+}
+
+wrk_post_script() { # file body-lua-expression [header=value ...]
+  local f=$1 body=$2; shift 2
+  {
+    echo 'wrk.method = "POST"'
+    echo 'wrk.headers["Content-Type"] = "application/json"'
+    local h
+    for h in "$@"; do echo "wrk.headers[\"${h%%=*}\"] = \"${h#*=}\""; done
+    echo "wrk.body = $body"
+  } >"$f"
+}
