@@ -47,7 +47,7 @@ fuzz:
 
 bench: build
 	@scripts/install-deps.sh bench
-	tests/bench/bypass.sh
+	tests/bench/run.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
