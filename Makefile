@@ -5,7 +5,7 @@ FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECS  ?= 30
 
-.PHONY: all deps build run test unit integration fuzz bench format clean
+.PHONY: all deps build run test test-release unit integration fuzz bench format clean
 
 all: build
 
@@ -28,6 +28,11 @@ test:
 	cd $(TEST_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS)
+
+# The same suite against the optimised (-O2, no sanitizers) build: what users run.
+test-release: build
+	@scripts/install-deps.sh test
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 unit integration: test-build-only
 	cd $(TEST_BUILD) && ctest --output-on-failure -L $@
