@@ -46,8 +46,8 @@ mock.rejections. A test asserts `mock.rejections == []` to see a mistranslated r
 plainly.
 
 Knobs (attributes; reset() restores all but expect_key): expect_key, tool_inputs, openai_tool_text,
-chunk_delay, stream_error_after, stream_die_after, stream_die_rst, stream_error_message, cache_tokens,
-text_override, n_pieces (see __init__).
+chunk_delay, stream_error_after, stream_die_after, stream_die_rst, stream_error_message,
+cache_tokens, text_override, n_pieces (see __init__).
 
 mock.on(path, X) still overrides a path (e.g. a 500 to force a fallback); seq(..., None)
 falls back to this default answer.

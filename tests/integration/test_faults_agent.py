@@ -15,15 +15,18 @@ agent's own count of classifications (admin API, spop.notify).
 
 failure_mode static (the default):
   * bypassed requests: zero failures (the rendered static ACLs route them);
-  * intercepted requests fail only while the engine listener is down: every failed one
-    started before t_listen, each failure is HAProxy's own 502/503 (never a hang), and the
-    engine was down for less than ENGINE_DOWN_BOUND s;
+  * intercepted requests fail only while the engine is down: every failed one started
+    before HAProxy had the engine back (t_listen, or, when its health check had marked
+    lr_engine DOWN, the check passing again), each failure is HAProxy's own 502/503 or a
+    keep-alive close without an answer (engine_loss), never a hang; the engine was down
+    for less than ENGINE_DOWN_BOUND s;
 failure_mode reject:
   * every request the agent did not answer gets exactly the rendered 503 JSON; requests in
     flight on the killed engine get HAProxy's 502/503; nothing fails once the agent is back;
 both:
-  * recovery: HAProxy's unanswered count stops growing within RECOVERY_BOUND s of t_listen,
-    and the new agent classifies (spop.notify grows) within that second;
+  * recovery: HAProxy's unanswered count stops growing, the new agent classifies
+    (spop.notify grows) and lr_engine is UP within RECOVERY_BOUND s of t_listen; no request
+    fails afterwards;
   * afterwards the new agent is healthy, no sanitizer report, its descriptors at the
     baseline of the first agent (Stack.check_after_fault).
 """
