@@ -311,6 +311,11 @@ static void out_provider_backend(struct out *o, const struct cfg_provider *p)
     outf(o, "\n\n");
 }
 
+/* Health checks of the agent's two listeners. Once a check found the agent gone (killed,
+ * restarting), HAProxy checks every 250 ms and one success brings the server back: a
+ * restarted agent serves again within a second, not after rise x inter (4 s by default). */
+#define AGENT_CHECK "check inter 2s downinter 250ms rise 1"
+
 /* Everything a boltin fleet loads with an extra -f: the backends and their helpers. */
 static void out_backends(struct out *o, const struct lr_config *c)
 {
@@ -329,7 +334,7 @@ static void out_backends(struct out *o, const struct lr_config *c)
             "    timeout server 30s\n");
     outf(o, "    server agent ");
     out_connect_addr(o, c->agent.spoa_bind);
-    outf(o, " check inter 2s rise 1 fall 2%s\n\n",
+    outf(o, " " AGENT_CHECK " fall 2%s\n\n",
          bind_needs_dns(c->agent.spoa_bind) ? " init-addr last,libc,none resolvers lr_dns" : "");
 
     outf(o, "backend %s\n", LR_ENGINE_BACKEND);
@@ -340,7 +345,7 @@ static void out_backends(struct out *o, const struct lr_config *c)
             "    http-check expect status 200\n");
     outf(o, "    server engine ");
     out_connect_addr(o, c->agent.engine_bind);
-    outf(o, " check inter 2s%s\n\n",
+    outf(o, " " AGENT_CHECK " fall 3%s\n\n",
          bind_needs_dns(c->agent.engine_bind) ? " init-addr last,libc,none resolvers lr_dns" : "");
 
     for (size_t i = 0; i < c->n_providers; i++)

@@ -46,8 +46,8 @@ mock.rejections. A test asserts `mock.rejections == []` to see a mistranslated r
 plainly.
 
 Knobs (attributes; reset() restores all but expect_key): expect_key, tool_inputs, openai_tool_text,
-chunk_delay, stream_error_after, stream_die_after, stream_error_message, cache_tokens,
-text_override, n_pieces (see __init__).
+chunk_delay, stream_error_after, stream_die_after, stream_die_rst, stream_error_message,
+cache_tokens, text_override, n_pieces (see __init__).
 
 mock.on(path, X) still overrides a path (e.g. a 500 to force a fallback); seq(..., None)
 falls back to this default answer.
@@ -137,6 +137,7 @@ class LLMMock(lrtest.MockProvider):
         # after N events the connection is closed with no end of body.
         self.stream_error_after = None
         self.stream_die_after = None
+        self.stream_die_rst = False   # with stream_die_after: a TCP RST instead of a FIN
         self.stream_error_message = "Overloaded (mock %s)" % name
         # Prompt-cache token counts the usage reports: (read, creation). OpenAI's
         # prompt_tokens include the read ones (prompt_tokens_details.cached_tokens); OpenAI
@@ -167,6 +168,7 @@ class LLMMock(lrtest.MockProvider):
         self.openai_tool_text = None
         self.stream_error_after = None
         self.stream_die_after = None
+        self.stream_die_rst = False
         self.cache_tokens = (0, 0)
         self.text_override = None
         self.n_pieces = 4
@@ -549,6 +551,7 @@ class LLMMock(lrtest.MockProvider):
 
     def _stream(self, events):
         return MockStream(events, delay=self.chunk_delay, close_after=self.stream_die_after,
+                          rst=self.stream_die_rst,
                           headers=[("Content-Type", "text/event-stream; charset=utf-8"),
                                    ("Cache-Control", "no-cache")] + self._rid())
 

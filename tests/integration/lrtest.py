@@ -392,7 +392,7 @@ class MockStream:
 
     first_delay: seconds between the response headers and the first chunk.
     close_after: after that many chunks, close the socket abruptly (no last chunk): the
-                 provider "dies" mid-stream.
+                 provider "dies" mid-stream (FIN; with rst=True a TCP RST instead).
     endless:     after the listed chunks, keep sending `filler` every `delay` seconds until
                  the peer goes away or `max_secs` passed (for client-disconnect tests).
     While waiting between chunks the mock watches its socket: when the peer closed it (EOF)
@@ -400,7 +400,7 @@ class MockStream:
     Event set when the handler is done with the stream, however it ended."""
 
     def __init__(self, chunks, delay=0.3, status=200, headers=None, first_delay=0.0,
-                 close_after=None, endless=False, filler=None, max_secs=30.0):
+                 close_after=None, endless=False, filler=None, max_secs=30.0, rst=False):
         self.chunks = [c.encode() if isinstance(c, str) else c for c in chunks]
         self.delay = delay
         self.status = status
@@ -408,6 +408,7 @@ class MockStream:
                                         ("Cache-Control", "no-cache")])
         self.first_delay = first_delay
         self.close_after = close_after
+        self.rst = rst
         self.endless = endless
         self.filler = filler.encode() if isinstance(filler, str) else filler
         self.max_secs = max_secs
@@ -609,6 +610,16 @@ class _MockHandler(_httpserver.BaseHTTPRequestHandler):
             return True
         return False
 
+    def _die(self, s):
+        if s.rst:
+            self._reset()
+            return
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def _send_stream_inner(self, s):
         self.send_response(s.status)
         for k, v in s.headers:
@@ -630,11 +641,7 @@ class _MockHandler(_httpserver.BaseHTTPRequestHandler):
                 break
             if s.close_after is not None and i >= s.close_after:
                 # The provider dies: no terminating chunk, just a closed socket.
-                self.close_connection = True
-                try:
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                self._die(s)
                 return
             if i and self._stream_wait(s, s.delay_before(i)):
                 return
@@ -643,11 +650,7 @@ class _MockHandler(_httpserver.BaseHTTPRequestHandler):
             s.sent_at.append(time.monotonic())
             i += 1
         if s.close_after is not None and i >= s.close_after:
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            self._die(s)
             return
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
@@ -659,6 +662,29 @@ class _MockServer(_httpserver.ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # HAProxy keeps idle server connections open
     allow_reuse_address = True
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.conns = set()  # open client connections (refuse() closes them)
+        self.conns_lock = threading.Lock()
+
+    def process_request_thread(self, request, client_address):
+        with self.conns_lock:
+            self.conns.add(request)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self.conns_lock:
+                self.conns.discard(request)
+
+    def drop_connections(self):
+        with self.conns_lock:
+            conns = list(self.conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def handle_error(self, request, client_address):
         # HAProxy's TCP health checks connect and reset: not worth a traceback.
@@ -679,16 +705,42 @@ class MockProvider:
         self._cond = threading.Condition(self._lock)
         self.requests = []
         self._routes = {}
-        self._server = _MockServer(("127.0.0.1", 0), _MockHandler)
-        self._server.mock = self
+        self._holder = None  # while refusing: a bound, non-listening socket on our port
+        self._serve_on(0)
         self.port = self._server.server_address[1]
         self.host_port = "127.0.0.1:%d" % self.port
         self.url = "http://" + self.host_port
+        _LIVE_MOCKS.add(self)
+
+    def _serve_on(self, port):
+        self._server = _MockServer(("127.0.0.1", port), _MockHandler)
+        self._server.mock = self
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.1},
-                                        name="mock-" + name, daemon=True)
+                                        name="mock-" + self.name, daemon=True)
         self._thread.start()
-        _LIVE_MOCKS.add(self)
+
+    def refuse(self):
+        """From now on connections are refused (RST to the SYN): the listening socket is
+        closed and the port stays held by a bound socket that does not listen, so nothing
+        else can take it. Connections already open are closed. serve() undoes it."""
+        if self._holder is not None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._server.drop_connections()
+        h = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        h.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        h.bind(("127.0.0.1", self.port))
+        self._holder = h
+
+    def serve(self):
+        """Accepts connections again on the same port (after refuse())."""
+        if self._holder is None:
+            return
+        self._holder.close()
+        self._holder = None
+        self._serve_on(self.port)
 
     def on(self, path, response):
         with self._lock:
@@ -742,7 +794,12 @@ class MockProvider:
             return [r for r in self.requests if r.path == path]
 
     def close(self):
+        if self._holder is not None:
+            self._holder.close()
+            self._holder = None
+            self._server = None
         if self._server is None:
+            _LIVE_MOCKS.discard(self)
             return
         self._server.shutdown()
         self._server.server_close()
@@ -1395,6 +1452,136 @@ class Stack:
         self.expect_agent_answers = False
         a.kill9()
 
+    # -- the agent's admin API and health after a fault -------------------------------------
+    def admin(self, method, path, body=None, timeout=3.0):
+        """A request on the agent's admin socket (<run_dir>/agent.sock); (status, JSON)."""
+        class _UnixConn(_httpclient.HTTPConnection):
+            def connect(conn):
+                conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                conn.sock.settimeout(timeout)
+                conn.sock.connect(self.path("agent.sock"))
+        c = _UnixConn("localhost", timeout=timeout)
+        try:
+            c.request(method, path, body=body)
+            r = c.getresponse()
+            data = r.read()
+            return r.status, (json.loads(data) if data else None)
+        finally:
+            c.close()
+
+    def agent_status(self):
+        """GET /v1/status on the admin socket, or None when the agent does not answer."""
+        try:
+            st, doc = self.admin("GET", "/v1/status")
+        except (OSError, ValueError, _httpclient.HTTPException):
+            return None
+        return doc if st == 200 else None
+
+    def fault_baseline(self):
+        """What check_after_fault() compares with: the agent's descriptors while idle."""
+        pid = self.agent_pid()
+        prof = fd_profile(pid) if pid else None
+        if prof is None:
+            raise StackError("fault_baseline: no agent process")
+        return {"pid": pid, "fds": prof}
+
+    def check_after_fault(self, baseline, what, settle=5.0):
+        """After a fault scenario, once the load has stopped: the agent is healthy (/healthz
+        200 through HAProxy and on its own port, admin API answers), no sanitizer report in
+        any log, no upstream attempt in flight (lunaroute_upstream_active 0 for every
+        provider), and its descriptors back to the baseline: the same count of non-socket
+        descriptors, unix and listening sockets, and every TCP connection it still holds is
+        ESTABLISHED and accounted for -- a pooled connection that HAProxy holds idle
+        (engine, SPOP: as many as the agent's own connections_open gauges say) or an idle
+        upstream connection in libcurl's bounded cache. Waits up to `settle` s for
+        connections to close. Returns the description of what was seen; raises
+        AssertionError naming what is wrong."""
+        pid = self.agent_pid()
+        problems = []
+        deadline = time.monotonic() + settle
+        while True:
+            problems = []
+            state = self._fault_state(pid, baseline, problems)
+            if not problems or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        found = []
+        for f in self.log_files():
+            found += sanitizer_findings(read_text(f))
+        if found:
+            problems.append("sanitizer report: %s" % found[:5])
+        if problems:
+            raise AssertionError("%s: the agent did not come back to its baseline:\n  %s\n"
+                                 "state: %s\nlogs:\n%s" % (what, "\n  ".join(problems),
+                                                            state, self.log_tails(20)))
+        log("%s: agent healthy; %s" % (what, state["summary"]))
+        return state
+
+    def _fault_state(self, pid, baseline, problems):
+        state = {"summary": ""}
+        if not pid or not pid_alive(pid):
+            problems.append("agent pid %s is not running" % pid)
+            return state
+        try:
+            if self.http("GET", "/healthz", timeout=3).status != 200:
+                problems.append("/healthz through HAProxy is not 200")
+            if self.engine_http("GET", "/healthz", timeout=3).status != 200:
+                problems.append("/healthz on the engine port is not 200")
+            m = parse_metrics(self.engine_http("GET", "/metrics", timeout=3).body.decode())
+        except (OSError, _httpclient.HTTPException, ValueError) as e:
+            problems.append("the agent does not answer: %s" % e)
+            return state
+        active = {dict(ls).get("provider"): v for (n, ls), v in m.items()
+                  if n == "lunaroute_upstream_active" and v}
+        if active:
+            problems.append("upstream attempts still in flight: %r" % active)
+        st = self.agent_status()
+        if st is None:
+            problems.append("the admin API does not answer")
+            return state
+        prof = fd_profile(pid)
+        base = baseline["fds"]
+        for k in ("other", "unix", "listen"):
+            if prof[k] != base[k]:
+                problems.append("%s descriptors: %d, baseline %d" % (k, prof[k], base[k]))
+        tcp = _tcp_inodes()
+        peers = {(lp, rp): stt for lp, rp, stt in tcp.values()}
+        eng, spop = self.ports["engine"], self.ports["spoa"]
+        n_eng = n_spop = n_up = 0
+        for lport, rport, stt in prof["conns"]:
+            if stt != "ESTABLISHED":
+                problems.append("connection %d->%d in state %s" % (lport, rport, stt))
+                continue
+            if lport in (eng, spop):
+                if peers.get((rport, lport)) != "ESTABLISHED":
+                    problems.append("connection on port %d whose peer (port %d) is gone"
+                                    % (lport, rport))
+                if lport == eng:
+                    n_eng += 1
+                else:
+                    n_spop += 1
+            else:
+                n_up += 1
+        # The engine gauge counts the connection of the /metrics request above only while
+        # it is open: it is closed by now.
+        if n_eng != st["engine"]["connections_open"]:
+            problems.append("engine connections: %d open, the agent counts %d"
+                            % (n_eng, st["engine"]["connections_open"]))
+        if n_spop != st["spop"]["connections_open"]:
+            problems.append("SPOP connections: %d open, the agent counts %d"
+                            % (n_spop, st["spop"]["connections_open"]))
+        if n_up > 64 * max(1, int(self.config.get("agent", {}).get("threads", 1))):
+            problems.append("%d upstream connections, more than libcurl's cache holds" % n_up)
+        if prof["total"] != base["total"] - len(base["conns"]) + n_eng + n_spop + n_up:
+            problems.append("descriptors: %d, baseline %d" % (prof["total"], base["total"]))
+        state["summary"] = ("descriptors %d (baseline %d: %d non-socket, %d unix, %d listening, "
+                            "%d connections) = baseline + %d idle HAProxy->engine + %d SPOP + "
+                            "%d idle upstream; upstream in flight 0"
+                            % (prof["total"], base["total"], base["other"], base["unix"],
+                               base["listen"], len(base["conns"]), n_eng, n_spop, n_up))
+        state["fds"] = prof
+        return state
+
     # -- teardown ---------------------------------------------------------------------------
     def _stop_procs(self):
         problems = []
@@ -1511,6 +1698,216 @@ atexit.register(_atexit_cleanup)
 
 def _on_sigterm(signum, frame):
     raise SystemExit(128 + signum)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounded load: client threads, each repeating one kind of request; every result is kept.
+
+class LoadKind:
+    """One kind of request of a Load.
+    request(rid) -> (method, path, headers [(k, v)], body bytes)
+    check(rid, status, headers, payload) -> "" when the answer is right, else why it is not
+    keepalive: one connection reused like a pooling client (a connection the server already
+               closed is replaced before it is reused); else a new connection per request
+    threads:   client threads of this kind"""
+
+    def __init__(self, name, request, check, keepalive=False, threads=1):
+        self.name = name
+        self.request = request
+        self.check = check
+        self.keepalive = keepalive
+        self.threads = threads
+
+
+class Load:
+    """Client threads against 127.0.0.1:port, bounded: each thread pauses `pause` s between
+    requests and stops at stop(), after `duration` s or after `max_requests` in all.
+    results: dicts {kind, rid, t0, t1, ok, status, why, headers, body (first 64 KiB)}; a
+    transport error (reset, EOF, timeout) is a failure with status None."""
+
+    def __init__(self, port, kinds, pause=0.02, duration=None, max_requests=None,
+                 timeout=20.0):
+        self.port = port
+        self.kinds = list(kinds)
+        self.pause = pause
+        self.duration = duration
+        self.max_requests = max_requests
+        self.timeout = timeout
+        self.results = []
+        self.lock = threading.Lock()
+        self.stop_ev = threading.Event()
+        self.seq = 0
+        self.t_start = None
+        self.threads = [threading.Thread(target=self._run, args=(k,), daemon=True,
+                                         name="%s-%d" % (k.name, i))
+                        for k in self.kinds for i in range(k.threads)]
+
+    def _rid(self, kind):
+        with self.lock:
+            if self.max_requests is not None and self.seq >= self.max_requests:
+                return None
+            self.seq += 1
+            return "%s-%d" % (kind.name, self.seq)
+
+    def _conn(self):
+        return _httpclient.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+
+    @staticmethod
+    def _stale(conn):
+        """Readable while idle means the server closed it (EOF): do not send on it."""
+        import select
+        if conn.sock is None:
+            return False
+        r, _, _ = select.select([conn.sock], [], [], 0)
+        return bool(r)
+
+    def _one(self, kind, conn, rid):
+        method, path, headers, body = kind.request(rid)
+        t0 = time.monotonic()
+        res = {"kind": kind.name, "rid": rid, "t0": t0, "t1": None, "ok": False,
+               "status": None, "why": "", "headers": [], "body": b""}
+        try:
+            conn.request(method, path, body=body, headers=dict(headers or []))
+            r = conn.getresponse()
+            payload = r.read()
+            res["status"] = r.status
+            res["headers"] = list(r.getheaders())
+            res["body"] = payload[:65536]
+            res["why"] = kind.check(rid, r.status, res["headers"], payload)
+            res["ok"] = not res["why"]
+            if r.will_close:
+                conn.close()
+        except (OSError, _httpclient.HTTPException) as e:
+            res["why"] = "%s: %s" % (type(e).__name__, e)
+            conn.close()
+        res["t1"] = time.monotonic()
+        with self.lock:
+            self.results.append(res)
+
+    def _run(self, kind):
+        conn = self._conn()
+        try:
+            while not self.stop_ev.is_set():
+                if self.duration is not None and \
+                        time.monotonic() - self.t_start >= self.duration:
+                    break
+                rid = self._rid(kind)
+                if rid is None:
+                    break
+                if not kind.keepalive or self._stale(conn):
+                    conn.close()
+                    conn = self._conn()
+                self._one(kind, conn, rid)
+                self.stop_ev.wait(self.pause)
+        finally:
+            conn.close()
+
+    def start(self):
+        self.t_start = time.monotonic()
+        for t in self.threads:
+            t.start()
+        return self
+
+    def wait(self, timeout=120):
+        """Until every thread ended by itself (duration / max_requests); the results."""
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return self.stop()
+
+    def stop(self):
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join(30)
+        with self.lock:
+            return sorted(self.results, key=lambda r: r["t0"])
+
+    def count(self, kind=None):
+        with self.lock:
+            return sum(1 for r in self.results if kind is None or r["kind"] == kind)
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.results)
+
+
+def load_summary(name, results, t_event=None, kinds=None):
+    """Per kind: requests, average latency, failures (the first ten printed)."""
+    kinds = kinds or sorted({r["kind"] for r in results})
+    lines = ["%s: %d requests" % (name, len(results))]
+    t_ref = t_event if t_event is not None else (results[0]["t0"] if results else 0.0)
+    for k in kinds:
+        rs = [r for r in results if r["kind"] == k]
+        bad = [r for r in rs if not r["ok"]]
+        avg = sum(r["t1"] - r["t0"] for r in rs) / len(rs) if rs else 0.0
+        mx = max((r["t1"] - r["t0"] for r in rs), default=0.0)
+        extra = ""
+        if t_event is not None:
+            extra = ", %d in flight at the event" % len(
+                [r for r in rs if r["t0"] <= t_event <= r["t1"]])
+        lines.append("  %-14s %4d requests (avg %.3fs, max %.3fs), %d failed%s"
+                     % (k, len(rs), avg, mx, len(bad), extra))
+        for r in bad[:10]:
+            lines.append("      FAILED %s at %+.2fs..%+.2fs: %s"
+                         % (r["rid"], r["t0"] - t_ref, r["t1"] - t_ref, r["why"][:160]))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# A process's descriptors and the agent's health after a fault.
+
+_TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
+               "05": "FIN_WAIT2", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT",
+               "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING"}
+
+
+def _tcp_inodes():
+    """socket inode -> (local port, remote port, state name) from /proc/net/tcp{,6}."""
+    out = {}
+    for fn in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(fn) as f:
+                next(f)
+                for line in f:
+                    p = line.split()
+                    lport = int(p[1].rsplit(":", 1)[1], 16)
+                    rport = int(p[2].rsplit(":", 1)[1], 16)
+                    out[p[9]] = (lport, rport, _TCP_STATES.get(p[3], p[3]))
+        except OSError:
+            pass
+    return out
+
+
+def fd_profile(pid):
+    """The descriptors of pid, classified: {"total", "other" (files, pipes, epoll, eventfd,
+    timers: everything but sockets), "unix", "listen", "tcp": {state: n}, "conns":
+    [(local port, remote port, state)]}. None when the process is gone."""
+    d = "/proc/%d/fd" % pid
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return None
+    tcp = _tcp_inodes()
+    prof = {"total": 0, "other": 0, "unix": 0, "listen": 0, "tcp": {}, "conns": []}
+    for n in names:
+        try:
+            target = os.readlink(os.path.join(d, n))
+        except OSError:
+            continue
+        prof["total"] += 1
+        m = re.match(r"socket:\[(\d+)\]", target)
+        if not m:
+            prof["other"] += 1
+            continue
+        t = tcp.get(m.group(1))
+        if t is None:
+            prof["unix"] += 1
+        elif t[2] == "LISTEN":
+            prof["listen"] += 1
+        else:
+            prof["tcp"][t[2]] = prof["tcp"].get(t[2], 0) + 1
+            prof["conns"].append(t)
+    return prof
 
 
 # ---------------------------------------------------------------------------------------------

@@ -348,7 +348,10 @@ class ZeroDowntime(lrtest.LRTestCase):
 
     # -- (b) ---------------------------------------------------------------------------------
     def test_b_haproxy_reload_under_load(self):
+        """Also the fault suite's HAProxy-reload scenario (issue 7): zero failures of any
+        kind, then the agent is back at its baseline (Stack.check_after_fault)."""
         s = self.start_zd_stack("zd-haproxy")
+        baseline = s.fault_baseline()
         master = lrtest.read_pidfile(s.path("haproxy.pid"))
         self.assertEqual(len(master), 1)
         worker = self.worker_pid(s)
@@ -365,6 +368,8 @@ class ZeroDowntime(lrtest.LRTestCase):
         self.assertTrue([r for r in results if r["kind"].startswith("chat")
                          and r["t0"] <= t_b <= r["t1"]],
                         "no intercepted request was in flight at the reload")
+        # The old worker's connections to the agent are gone once it exited.
+        s.check_after_fault(baseline, "after the HAProxy reload", settle=10)
 
     # -- (c) ---------------------------------------------------------------------------------
     def test_c_agent_restart_under_load(self):

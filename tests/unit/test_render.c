@@ -315,9 +315,11 @@ static void test_agent_host_name(void **state)
     assert_contains(cfg, "\nresolvers lr_dns\n");
     char *spoa = section(cfg, "backend lr_spoa");
     char *engine = section(cfg, "backend lr_engine");
-    assert_contains(spoa, "    server agent agent:12345 check inter 2s rise 1 fall 2 init-addr "
-                          "last,libc,none resolvers lr_dns\n");
-    assert_contains(engine, "    server engine 127.0.0.1:8081 check inter 2s\n");
+    assert_contains(
+        spoa, "    server agent agent:12345 check inter 2s downinter 250ms rise 1 fall 2 init-addr "
+              "last,libc,none resolvers lr_dns\n");
+    assert_contains(
+        engine, "    server engine 127.0.0.1:8081 check inter 2s downinter 250ms rise 1 fall 3\n");
     free(spoa);
     free(engine);
     free(cfg);
@@ -570,10 +572,12 @@ static void test_frontend_common(void **state)
     char *sp = section(cfg, "backend lr_spoa");
     assert_contains(sp, "    mode tcp\n");
     assert_contains(sp, "    option spop-check\n");
-    assert_contains(sp, "    server agent 127.0.0.1:12345 check inter 2s rise 1 fall 2\n");
+    assert_contains(
+        sp, "    server agent 127.0.0.1:12345 check inter 2s downinter 250ms rise 1 fall 2\n");
     free(sp);
     char *en = section(cfg, "backend lr_engine");
-    assert_contains(en, "    server engine 127.0.0.1:8081 check inter 2s\n");
+    assert_contains(
+        en, "    server engine 127.0.0.1:8081 check inter 2s downinter 250ms rise 1 fall 3\n");
     assert_contains(en, "    option httpchk GET /healthz\n");
     free(en);
     free(cfg);
