@@ -5,7 +5,8 @@ Reloads under `up` (issue 4): a config file change that touches only the agent's
 applied through the agent's admin API (POST /v1/reload) and leaves HAProxy's master and worker
 alone; a change of HAProxy's rendered files reloads HAProxy through the master CLI (new worker,
 same master); when the admin socket cannot be reached the agent gets a SIGHUP instead; a bad
-file is refused with its file:line:col and the stack keeps serving.
+file is refused with its file:line:col and the stack keeps serving. ControlWatch: the file is
+watched with inotify (in-place write, rename, configmap symlink swap, debounce, --watch poll).
 `validate` runs `haproxy -c` on both renderings (standalone and bolt-on).
 """
 
@@ -408,6 +409,178 @@ class ControlUp(lrtest.LRTestCase):
         self.assertEqual(r.returncode, 2, fmt(r))
         self.assertRegex(r.stderr, re.escape(stack.config_path) + r":\d+:\d+: ")
         self.assertFalse(lrtest.pids_mentioning(stack.run_dir))
+
+
+class ControlWatch(lrtest.LRTestCase):
+    """`up` notices config file changes with inotify (issue 4): an in-place write, an atomic
+    rename and a configmap-style symlink swap are each applied once (agent digest, rendered
+    files, traffic); a bad file written by rename is refused with file:line:col while the old
+    stack keeps serving; a burst of writes is debounced; `--watch poll` still works."""
+
+    def setUp(self):
+        self.openai = self.mock("openai")
+        self.anthropic = self.mock("anthropic")
+
+    def new_up(self, config_path=None, up_args=()):
+        stack = self.new_stack(mocks={"openai": self.openai, "anthropic": self.anthropic},
+                               config={"bypass": {"enabled": True, "provider": "openai"}})
+        if config_path:
+            stack.config_path = config_path
+        stack.start(mode="up", up_args=up_args)
+        self.assertTrue(lrtest.wait_until(
+            lambda: lrtest.stat_is_socket(stack.path("agent.sock")), 5), stack.log_tails())
+        return stack
+
+    @staticmethod
+    def log(stack):
+        return lrtest.read_text(stack.path("control.stderr"))
+
+    @staticmethod
+    def reloads(stack):
+        return ControlWatch.log(stack).count("reloading configuration (config file changed)")
+
+    @staticmethod
+    def agent_digest(stack):
+        r = stack.control("status", "--run-dir", stack.run_dir)
+        try:
+            return json.loads(r.stdout)["agent"]["settings"]["digest"]
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def bypass_goes_to(self, stack, name, timeout=15):
+        """Waits until a bypassed request lands on mock `name`; returns whether it did."""
+        def ok():
+            r = stack.http("POST", "/v1/embeddings", [("Content-Type", "application/json")],
+                           b"{}")
+            return r.status == 200 and r.json().get("mock") == name
+        return lrtest.wait_until(ok, timeout, 0.2)
+
+    def wait_applied(self, stack, aj_before, n_reloads):
+        """agent.json re-rendered, the agent runs it, and exactly one more reload happened."""
+        self.assertTrue(lrtest.wait_until(
+            lambda: lrtest.read_text(stack.path("agent.json")) != aj_before, 10, 0.05),
+            "agent.json was not re-rendered\n" + self.log(stack)[-3000:])
+        aj = lrtest.read_text(stack.path("agent.json"))
+        self.assertTrue(lrtest.wait_until(
+            lambda: self.agent_digest(stack) == lrtest.sha256(aj.encode()), 10, 0.1),
+            "the agent does not run the new agent.json\n" + self.log(stack)[-3000:])
+        self.assertEqual(self.reloads(stack), n_reloads + 1, self.log(stack)[-3000:])
+        return aj
+
+    def test_inplace_write_rename_bad_rename_and_burst(self):
+        stack = self.new_up()
+        self.assertIn("watching %s with inotify" % stack.config_path, self.log(stack))
+        self.assertTrue(self.bypass_goes_to(stack, "openai"))
+        worker = haproxy_worker(stack)
+
+        # 1. In place (same inode: truncate + write, as `>` or many editors do).
+        aj0 = lrtest.read_text(stack.path("agent.json"))
+        ino = os.stat(stack.config_path).st_ino
+        n = self.reloads(stack)
+        stack.config = lrtest.deep_merge(stack.config, {"bypass": {"provider": "anthropic"}})
+        with open(stack.config_path, "w") as f:
+            f.write(lrtest.to_yaml(stack.config))
+        self.assertEqual(os.stat(stack.config_path).st_ino, ino)
+        aj1 = self.wait_applied(stack, aj0, n)
+        self.assertIn('"anthropic"', aj1)
+        self.assertTrue(self.bypass_goes_to(stack, "anthropic"),
+                        "traffic did not follow the in-place change\n" + stack.log_tails())
+
+        # 2. Atomic rename (write a temporary file, os.replace it over the config).
+        n = self.reloads(stack)
+        stack.config = lrtest.deep_merge(stack.config, {"bypass": {"provider": "openai"}})
+        tmp = os.path.join(os.path.dirname(stack.config_path), ".lunaroute.yaml.swp")
+        with open(tmp, "w") as f:
+            f.write(lrtest.to_yaml(stack.config))
+        os.replace(tmp, stack.config_path)
+        self.assertNotEqual(os.stat(stack.config_path).st_ino, ino)
+        aj2 = self.wait_applied(stack, aj1, n)
+        self.assertTrue(self.bypass_goes_to(stack, "openai"),
+                        "traffic did not follow the renamed file\n" + stack.log_tails())
+        worker = haproxy_worker(stack)
+
+        # 3. A bad file by rename: refused with its position, nothing changes.
+        n = self.reloads(stack)
+        with open(tmp, "w") as f:
+            f.write(lrtest.to_yaml(stack.config) + "bypass: {enabled: maybe}\n")
+        os.replace(tmp, stack.config_path)
+        self.assertTrue(lrtest.wait_until(
+            lambda: "reload aborted; still running the previous configuration"
+            in self.log(stack), 10, 0.05), self.log(stack)[-3000:])
+        self.assertEqual(self.reloads(stack), n + 1)
+        self.assertRegex(self.log(stack), re.escape(stack.config_path) + r":\d+:\d+: ")
+        self.assertEqual(lrtest.read_text(stack.path("agent.json")), aj2)
+        self.assertEqual(self.agent_digest(stack), lrtest.sha256(aj2.encode()))
+        self.assertEqual(haproxy_worker(stack), worker)
+        self.assertTrue(self.bypass_goes_to(stack, "openai", timeout=2))
+
+        # 4. A burst of ten in-place writes is debounced into fewer reloads; the last wins.
+        n = self.reloads(stack)
+        for i in range(10):
+            stack.config = lrtest.deep_merge(stack.config, {"haproxy": {"maxconn": 901 + i}})
+            with open(stack.config_path, "w") as f:
+                f.write(lrtest.to_yaml(stack.config))
+        self.assertTrue(lrtest.wait_until(
+            lambda: "Maxconn: 910" in lrtest.haproxy_cmd(stack.stats_sock, "show info"),
+            30, 0.1), self.log(stack)[-3000:])
+        self.assertIn("maxconn 910", lrtest.read_text(stack.path("haproxy.cfg")))
+        burst = self.reloads(stack) - n
+        self.assertGreaterEqual(burst, 1)
+        self.assertLess(burst, 10, "ten writes, ten reloads: no debounce")
+        lrtest.log("burst of 10 writes -> %d reload(s)" % burst)
+        self.assertTrue(self.bypass_goes_to(stack, "openai", timeout=5))
+
+        # SIGHUP still reloads (the file did not change: nothing is applied).
+        stack.procs["control"].send_signal(signal.SIGHUP)
+        self.assertTrue(lrtest.wait_until(
+            lambda: "reloading configuration (SIGHUP)" in self.log(stack), 10, 0.05))
+
+    def test_configmap_symlink_swap(self):
+        """Kubernetes' atomic writer: <dir>/lunaroute.yaml -> ..data/lunaroute.yaml,
+        ..data -> ..v1; an update writes ..v2, renames a new ..data symlink over the old one,
+        then removes ..v1."""
+        tmp = tempfile.mkdtemp(prefix="lrtest-cm-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        os.mkdir(os.path.join(tmp, "..v1"))
+        open(os.path.join(tmp, "..v1", "lunaroute.yaml"), "w").close()
+        os.symlink("..v1", os.path.join(tmp, "..data"))
+        path = os.path.join(tmp, "lunaroute.yaml")
+        os.symlink(os.path.join("..data", "lunaroute.yaml"), path)
+        stack = self.new_up(config_path=path)  # writes the config through the symlinks
+        self.assertIn("watching %s with inotify" % path, self.log(stack))
+        self.assertTrue(self.bypass_goes_to(stack, "openai"))
+
+        for version, provider in (("..v2", "anthropic"), ("..v3", "openai")):
+            aj = lrtest.read_text(stack.path("agent.json"))
+            n = self.reloads(stack)
+            old = os.readlink(os.path.join(tmp, "..data"))
+            os.mkdir(os.path.join(tmp, version))
+            stack.config = lrtest.deep_merge(stack.config, {"bypass": {"provider": provider}})
+            with open(os.path.join(tmp, version, "lunaroute.yaml"), "w") as f:
+                f.write(lrtest.to_yaml(stack.config))
+            os.symlink(version, os.path.join(tmp, "..data_tmp"))
+            os.replace(os.path.join(tmp, "..data_tmp"), os.path.join(tmp, "..data"))
+            shutil.rmtree(os.path.join(tmp, old))
+            self.wait_applied(stack, aj, n)
+            self.assertTrue(self.bypass_goes_to(stack, provider),
+                            "traffic did not follow the swap to %s\n" % version
+                            + stack.log_tails())
+
+    def test_watch_poll(self):
+        stack = self.new_up(up_args=["--watch", "poll"])
+        self.assertIn("watching %s by polling it every 1s" % stack.config_path, self.log(stack))
+        self.assertNotIn("with inotify", self.log(stack))
+        aj = lrtest.read_text(stack.path("agent.json"))
+        n = self.reloads(stack)
+        stack.config = lrtest.deep_merge(stack.config, {"bypass": {"provider": "anthropic"}})
+        tmp = stack.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(lrtest.to_yaml(stack.config))
+        os.replace(tmp, stack.config_path)
+        self.wait_applied(stack, aj, n)
+        self.assertTrue(self.bypass_goes_to(stack, "anthropic"))
+        r = stack.control("up", "--watch", "sometimes", "--run-dir", stack.run_dir)
+        self.assertEqual(r.returncode, 2, fmt(r))
 
 
 if __name__ == "__main__":
