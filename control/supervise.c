@@ -40,18 +40,19 @@
 
 extern char **environ;
 
-#define STOP_GRACE_SECS      10.0
-#define BACKOFF_MIN          0.1
-#define BACKOFF_MAX          5.0
-#define BACKOFF_RESET_UPTIME 30.0
-#define TICK_SECS            1.0  /* config file polling, when inotify is not used */
-#define IDLE_SECS            60.0 /* nothing to wait for: wake up now and then anyway */
-#define DEBOUNCE_SECS        0.15 /* quiet time after the last event of a burst */
-#define DEBOUNCE_MAX_SECS    1.0  /* a burst that does not end is handled after this */
-#define EXTERNAL_RETRY_SECS  5.0  /* external mode: retry an unreachable agent / HAProxy */
-#define AGENT_RELOAD_TIMEOUT 5.0  /* POST /v1/reload, answered once the agent re-read its file */
-#define MASTER_CLI_TIMEOUT   2.0
-#define HAPROXY_RELOAD_WAIT  15.0 /* for the master to report the reload in `show proc` */
+#define STOP_GRACE_SECS       10.0
+#define BACKOFF_MIN           0.1
+#define BACKOFF_MAX           5.0
+#define BACKOFF_RESET_UPTIME  30.0
+#define TICK_SECS             1.0  /* config file polling, when inotify is not used */
+#define IDLE_SECS             60.0 /* nothing to wait for: wake up now and then anyway */
+#define DEBOUNCE_SECS         0.15 /* quiet time after the last event of a burst */
+#define DEBOUNCE_MAX_SECS     1.0  /* a burst that does not end is handled after this */
+#define EXTERNAL_RETRY_SECS   5.0  /* external mode: retry an unreachable agent / HAProxy */
+#define AGENT_RELOAD_TIMEOUT  5.0  /* POST /v1/reload, answered once the agent re-read its file */
+#define MASTER_CLI_TIMEOUT    2.0
+#define HAPROXY_SOCK_PATH_MAX 97   /* HAProxy's limit for a `stats socket` path */
+#define HAPROXY_RELOAD_WAIT   15.0 /* for the master to report the reload in `show proc` */
 
 /* One inotify watch on a directory, for events on one name in it (any name when `any`). */
 struct watch {
@@ -963,8 +964,18 @@ static void rm_staging(const char *dir)
 static int precheck(struct sup *s, const struct lr_config *n, char **env)
 {
     char dir[PATH_MAX], err[512] = "", cfg[PATH_MAX], aj[PATH_MAX];
-    if (join(dir, sizeof(dir), s->run_dir, ".reload-XXXXXX") < 0 || !mkdtemp(dir)) {
-        lr_err("reload: cannot create a staging directory in %s: %s", s->run_dir, strerror(errno));
+    /* In the run directory, unless the staging path would push the rendered `stats socket`
+     * path past HAProxy's limit (`haproxy -c` would refuse what the run directory accepts):
+     * then in $TMPDIR (mkdtemp: 0700; the rendered files hold no secret). */
+    const char *tmp = getenv("TMPDIR");
+    const char *base =
+        strlen(s->run_dir) + strlen("/.reload-XXXXXX/haproxy.sock") <= HAPROXY_SOCK_PATH_MAX
+            ? s->run_dir
+            : (tmp && *tmp ? tmp : "/tmp");
+    if (join(dir, sizeof(dir), base, base == s->run_dir ? ".reload-XXXXXX" : "lr-reload-XXXXXX") <
+            0 ||
+        !mkdtemp(dir)) {
+        lr_err("reload: cannot create a staging directory in %s: %s", base, strerror(errno));
         return -1;
     }
     int rc = -1;

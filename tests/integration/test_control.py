@@ -583,5 +583,115 @@ class ControlWatch(lrtest.LRTestCase):
         self.assertEqual(r.returncode, 2, fmt(r))
 
 
+class ControlExternal(lrtest.LRTestCase):
+    """`up --external` (issue 6): HAProxy and the agent are started by someone else (here the
+    harness, "manual" mode); control spawns nothing and drives them through the run
+    directory's sockets, from its first rendering on."""
+
+    def test_external_start_apply_missing_and_unreachable_agent(self):
+        openai = self.mock("openai")
+        stack = self.new_stack(mocks={"openai": openai})
+        stack.start(mode="manual")
+        self.assertTrue(lrtest.wait_until(
+            lambda: lrtest.stat_is_socket(stack.path("agent.sock")), 5), stack.log_tails())
+        msock = stack.path("haproxy-master.sock")
+
+        def show_proc():
+            try:
+                return lrtest.haproxy_cmd(msock, "show proc;quit")
+            except OSError:
+                return None  # the master is not listening (yet, or while it re-executes)
+        master0 = lrtest.wait_until(show_proc, 10, 0.1)
+        self.assertTrue(master0, stack.log_tails())
+        worker0 = haproxy_worker(stack)
+        agent = stack.procs["agent"]
+
+        def log():
+            return lrtest.read_text(stack.path("control.stderr"))
+
+        def agent_digest():
+            r = stack.control("status", "--run-dir", stack.run_dir)
+            try:
+                return json.loads(r.stdout)["agent"]["settings"]["digest"]
+            except (ValueError, KeyError, TypeError):
+                return None
+
+        def write(change):
+            stack.config = lrtest.deep_merge(stack.config, change)
+            tmp = stack.config_path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(lrtest.to_yaml(stack.config))
+            os.replace(tmp, stack.config_path)
+
+        # Changed while control was not running: its first rendering applies it.
+        write({"haproxy": {"maxconn": 777}, "routing": {"circuit_breaker": {"open_secs": 7}}})
+        stack.procs["control"] = lrtest.Proc(
+            "control", [lrtest.bin_path("lunaroute-control"), "up", "--external", "--config",
+                        stack.config_path, "--run-dir", stack.run_dir], stack.run_dir, stack.env)
+        self.assertTrue(lrtest.wait_until(
+            lambda: haproxy_worker(stack) not in (None, worker0), 20, 0.1),
+            "HAProxy was not reloaded at start\n" + stack.log_tails())
+        self.assertTrue(lrtest.wait_until(lambda: "haproxy reloaded: worker pid" in log(),
+                                          20, 0.1), log())
+        aj = lrtest.read_text(stack.path("agent.json"))
+        self.assertIn('"open_secs": 7', aj.replace('":7', '": 7'))
+        self.assertTrue(lrtest.wait_until(
+            lambda: agent_digest() == lrtest.sha256(aj.encode()), 10, 0.1), log())
+        self.assertIn("Maxconn: 777", lrtest.haproxy_cmd(stack.stats_sock, "show info"))
+        self.assertIn("external HAProxy and agent", log())
+        self.assertNotIn("started agent", log())
+        self.assertNotIn("started haproxy", log())
+        # the same HAProxy master and the same agent process: control spawned nothing
+        self.assertEqual(re.search(r"^(\d+)\s+master", master0, re.M).group(1),
+                         re.search(r"^(\d+)\s+master",
+                                   lrtest.haproxy_cmd(msock, "show proc;quit"), re.M).group(1))
+        self.assertTrue(agent.alive())
+        self.assertTrue(stack.wait_spoa(True, 15))
+        r = stack.http("POST", "/v1/embeddings", [("Content-Type", "application/json")], b"{}")
+        self.assertEqual((r.status, r.json().get("mock")), (200, "openai"), r)
+
+        # The agent stopped (its socket gone): a change is rendered; the agent reads it when
+        # it starts again.
+        stack.expect_agent_answers = False
+        rc, forced = agent.stop()
+        self.assertEqual((rc, forced), (0, False))
+        self.assertFalse(os.path.exists(stack.path("agent.sock")))
+        write({"routing": {"circuit_breaker": {"open_secs": 8}}})
+        self.assertTrue(lrtest.wait_until(
+            lambda: "agent not running (no %s)" % stack.path("agent.sock") in log(), 10, 0.05),
+            log())
+
+        # A stale socket nobody listens on: refused connections, retried every 5 s until the
+        # agent is back.
+        import socket
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(stack.path("agent.sock"))
+        stale.close()
+        write({"routing": {"circuit_breaker": {"open_secs": 9}}})
+        self.assertTrue(lrtest.wait_until(
+            lambda: "agent admin API unreachable" in log(), 10, 0.05), log())
+        self.assertIn("retrying every 5s", log())
+        n_applied = log().count("applied the new settings through its admin API")
+        os.unlink(stack.path("agent.sock"))
+        stack.start_agent()
+        aj = lrtest.read_text(stack.path("agent.json"))
+        self.assertIn('"open_secs": 9', aj.replace('":9', '": 9'))
+        self.assertTrue(lrtest.wait_until(
+            lambda: log().count("applied the new settings through its admin API") > n_applied,
+            20, 0.2), "no retry reached the restarted agent\n" + log()[-3000:])
+        self.assertEqual(agent_digest(), lrtest.sha256(aj.encode()))
+
+        # SIGTERM: control exits 0, HAProxy (not its own) keeps running with its sockets.
+        control = stack.procs["control"]
+        control.send_signal(signal.SIGTERM)
+        self.assertEqual(control.wait(10), 0, log())
+        self.assertTrue(lrtest.stat_is_socket(msock))
+        self.assertTrue(lrtest.stat_is_socket(stack.stats_sock))
+        self.assertFalse(os.path.exists(stack.path("control.pid")))
+        self.assertTrue(stack.wait_spoa(True, 15))
+        r = stack.http("POST", "/v1/embeddings", [("Content-Type", "application/json")], b"{}")
+        self.assertEqual(r.status, 200, r)
+
+
 if __name__ == "__main__":
     lrtest.main()
