@@ -674,7 +674,9 @@ class ComposeNative(lrtest.LRTestCase):
             self.assertTrue(lrtest.wait_until(
                 lambda: "applied the new settings through its admin API (changed" in log(),
                 10, 0.05), lrtest.tail(log()))
-            self.assertIn("haproxy configuration unchanged: no haproxy reload", log())
+            self.assertTrue(lrtest.wait_until(
+                lambda: "haproxy configuration unchanged: no haproxy reload" in log(), 10, 0.05),
+                lrtest.tail(log()))
             self.assertIn("POST /v1/reload", procs["agent"].stderr_text())
             self.assertEqual(master(), (m0, reloads0, w0), "HAProxy was reloaded")
 

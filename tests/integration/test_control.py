@@ -243,6 +243,29 @@ class ControlUp(lrtest.LRTestCase):
                         % [p for p in pids if lrtest.pid_alive(p)])
         self.assertFalse(lrtest.port_accepts(env_port, timeout=0.3))
 
+    def test_up_sigint_removes_pid_files_and_sockets(self):
+        stack = self.new_stack(mocks={"openai": self.mock("openai")})
+        stack.start(mode="up")
+        self.assertTrue(lrtest.wait_until(
+            lambda: lrtest.stat_is_socket(stack.path("agent.sock")), 5), stack.log_tails())
+        run_files = ("control.pid", "agent.pid", "haproxy.pid", "haproxy.sock",
+                     "haproxy-master.sock", "agent.sock")
+        for f in run_files:
+            self.assertTrue(os.path.exists(stack.path(f)), f)
+        pids = set(lrtest.read_pidfile(stack.path("agent.pid")) +
+                   lrtest.read_pidfile(stack.path("haproxy.pid")))
+        pids |= {pid for pid, _ in lrtest.pids_mentioning(stack.run_dir)}
+        control = stack.procs["control"]
+        pids.discard(control.pid)
+        control.send_signal(signal.SIGINT)
+        self.assertEqual(control.wait(15), 0, stack.log_tails())
+        self.assertIn("received SIGINT: stopping", lrtest.read_text(stack.path("control.stderr")))
+        self.assertTrue(lrtest.wait_until(
+            lambda: not [p for p in pids if lrtest.pid_alive(p)], 5),
+            "still running after up exited: %r" % [p for p in pids if lrtest.pid_alive(p)])
+        self.assertEqual([f for f in run_files if os.path.exists(stack.path(f))], [])
+        self.assertFalse(lrtest.port_accepts(stack.port, timeout=0.3))
+
     def test_up_reloads_agent_api_then_master_cli(self):
         openai = self.mock("openai")
         anthropic = self.mock("anthropic")
@@ -440,6 +463,14 @@ class ControlWatch(lrtest.LRTestCase):
         return ControlWatch.log(stack).count("reloading configuration (config file changed)")
 
     @staticmethod
+    def haproxy_outcomes(stack):
+        """How many reloads reached their HAProxy step's end (one line each)."""
+        log = ControlWatch.log(stack)
+        return sum(log.count(m) for m in (
+            "haproxy configuration unchanged: no haproxy reload", "haproxy reloaded: worker pid",
+            "haproxy rejected the new configuration", "did not report the reload"))
+
+    @staticmethod
     def agent_digest(stack):
         r = stack.control("status", "--run-dir", stack.run_dir)
         try:
@@ -455,8 +486,14 @@ class ControlWatch(lrtest.LRTestCase):
             return r.status == 200 and r.json().get("mock") == name
         return lrtest.wait_until(ok, timeout, 0.2)
 
-    def wait_applied(self, stack, aj_before, n_reloads):
-        """agent.json re-rendered, the agent runs it, and exactly one more reload happened."""
+    def mark(self, stack):
+        """Counts to compare with after a change: (reloads, HAProxy step outcomes)."""
+        return self.reloads(stack), self.haproxy_outcomes(stack)
+
+    def wait_applied(self, stack, aj_before, mark):
+        """agent.json re-rendered, the agent runs it, exactly one more reload happened since
+        mark, and it is over (its HAProxy step ended too)."""
+        n_reloads, n_outcomes = mark
         self.assertTrue(lrtest.wait_until(
             lambda: lrtest.read_text(stack.path("agent.json")) != aj_before, 10, 0.05),
             "agent.json was not re-rendered\n" + self.log(stack)[-3000:])
@@ -464,6 +501,9 @@ class ControlWatch(lrtest.LRTestCase):
         self.assertTrue(lrtest.wait_until(
             lambda: self.agent_digest(stack) == lrtest.sha256(aj.encode()), 10, 0.1),
             "the agent does not run the new agent.json\n" + self.log(stack)[-3000:])
+        self.assertTrue(lrtest.wait_until(
+            lambda: self.haproxy_outcomes(stack) == n_outcomes + 1, 20, 0.05),
+            self.log(stack)[-3000:])
         self.assertEqual(self.reloads(stack), n_reloads + 1, self.log(stack)[-3000:])
         return aj
 
@@ -476,7 +516,7 @@ class ControlWatch(lrtest.LRTestCase):
         # 1. In place (same inode: truncate + write, as `>` or many editors do).
         aj0 = lrtest.read_text(stack.path("agent.json"))
         ino = os.stat(stack.config_path).st_ino
-        n = self.reloads(stack)
+        n = self.mark(stack)
         stack.config = lrtest.deep_merge(stack.config, {"bypass": {"provider": "anthropic"}})
         with open(stack.config_path, "w") as f:
             f.write(lrtest.to_yaml(stack.config))
@@ -487,7 +527,7 @@ class ControlWatch(lrtest.LRTestCase):
                         "traffic did not follow the in-place change\n" + stack.log_tails())
 
         # 2. Atomic rename (write a temporary file, os.replace it over the config).
-        n = self.reloads(stack)
+        n = self.mark(stack)
         stack.config = lrtest.deep_merge(stack.config, {"bypass": {"provider": "openai"}})
         tmp = os.path.join(os.path.dirname(stack.config_path), ".lunaroute.yaml.swp")
         with open(tmp, "w") as f:
@@ -552,7 +592,7 @@ class ControlWatch(lrtest.LRTestCase):
 
         for version, provider in (("..v2", "anthropic"), ("..v3", "openai")):
             aj = lrtest.read_text(stack.path("agent.json"))
-            n = self.reloads(stack)
+            n = self.mark(stack)
             old = os.readlink(os.path.join(tmp, "..data"))
             os.mkdir(os.path.join(tmp, version))
             stack.config = lrtest.deep_merge(stack.config, {"bypass": {"provider": provider}})
@@ -571,7 +611,7 @@ class ControlWatch(lrtest.LRTestCase):
         self.assertIn("watching %s by polling it every 1s" % stack.config_path, self.log(stack))
         self.assertNotIn("with inotify", self.log(stack))
         aj = lrtest.read_text(stack.path("agent.json"))
-        n = self.reloads(stack)
+        n = self.mark(stack)
         stack.config = lrtest.deep_merge(stack.config, {"bypass": {"provider": "anthropic"}})
         tmp = stack.config_path + ".tmp"
         with open(tmp, "w") as f:
