@@ -800,8 +800,9 @@ static int master_show_proc(const char *msock, struct supervise_proc_info *info,
 }
 
 /* Reloads HAProxy through the master CLI (`reload`, as `kill -USR2` does, DESIGN §3) and waits
- * for the master to report the outcome; SIGUSR2 when the CLI is not usable. */
-static void reload_haproxy(struct sup *s)
+ * for the master to report the outcome; SIGUSR2 when the CLI is not usable. -1 when the master
+ * reported that it refused the new files (its workers keep the previous ones), else 0. */
+static int reload_haproxy(struct sup *s)
 {
     char msock[PATH_MAX], err[512] = "";
     struct supervise_proc_info before, now;
@@ -811,14 +812,14 @@ static void reload_haproxy(struct sup *s)
             lr_warn("haproxy master CLI not usable (%s): reloading master pid %ld with SIGUSR2",
                     err, (long)s->haproxy);
             kill(s->haproxy, SIGUSR2);
-            return;
+            return 0;
         }
         /* Not our process: the master CLI is the only way in. */
         struct stat st;
         if (stat(msock, &st) < 0 && errno == ENOENT) {
             lr_info("haproxy not running (no %s): it loads the new files when it starts", msock);
             s->haproxy_stale = false;
-            return;
+            return 0;
         }
         lr_log(s->haproxy_stale ? LR_LOG_DEBUG : LR_LOG_ERROR,
                "haproxy master CLI not usable (%s): HAProxy keeps its previous configuration; "
@@ -826,7 +827,7 @@ static void reload_haproxy(struct sup *s)
                err, EXTERNAL_RETRY_SECS);
         s->haproxy_stale = true;
         s->retry_at = now_mono() + EXTERNAL_RETRY_SECS;
-        return;
+        return 0;
     }
     s->haproxy_stale = false;
     lr_info("haproxy configuration changed: `reload` on the master CLI (master pid %ld, worker "
@@ -843,16 +844,18 @@ static void reload_haproxy(struct sup *s)
         nanosleep(&ts, NULL);
         if (master_show_proc(msock, &now, err, sizeof(err)) < 0 || now.reloads <= before.reloads)
             continue;
-        if (now.failed_reloads > before.failed_reloads && before.failed_reloads >= 0)
-            lr_err("haproxy rejected the new configuration (its messages are above); the "
-                   "previous configuration keeps serving");
-        else
-            lr_info("haproxy reloaded: worker pid %ld (was %ld)", now.worker_pid,
-                    before.worker_pid);
-        return;
+        if (now.failed_reloads > before.failed_reloads && before.failed_reloads >= 0) {
+            lr_err("haproxy rejected the new configuration (%s); the previous configuration "
+                   "keeps serving",
+                   s->external ? "see HAProxy's log" : "its messages are above");
+            return -1;
+        }
+        lr_info("haproxy reloaded: worker pid %ld (was %ld)", now.worker_pid, before.worker_pid);
+        return 0;
     }
     lr_warn("haproxy master pid %ld did not report the reload within %.0fs (%s)", before.master_pid,
             HAPROXY_RELOAD_WAIT, err[0] ? err : "no new reload in `show proc`");
+    return 0;
 }
 
 /* " pid N" for our agent; "" for an external one (its pid is another container's). */
@@ -1014,6 +1017,27 @@ out:
     return rc;
 }
 
+/* HAProxy refused files that `haproxy -c` let through (e.g. a bind that fails only for
+ * real), or that were never checked (external mode without haproxy): puts back the ones it
+ * runs, so that a HAProxy (re)started from the run directory starts on them, and the next
+ * change is compared with them. */
+static void restore_haproxy_files(struct sup *s, const char *const names[], char *const text[],
+                                  size_t n)
+{
+    char err[512] = "";
+    for (size_t i = 0; i < n; i++) {
+        if (!text[i])
+            continue;
+        if (render_write_file(s->run_dir, names[i], text[i], 0644, err, sizeof(err)) < 0) {
+            lr_err("cannot restore %s: %s", names[i], err);
+            return;
+        }
+    }
+    lr_warn("restored the previous haproxy.cfg, spoe-lunaroute.conf and routes.map in %s: the "
+            "files HAProxy runs",
+            s->run_dir);
+}
+
 /* Renders n into the run directory and applies only what changed (see supervise.h);
  * `new_secrets`: n hands the children other credentials. 0, or -1 when nothing could be
  * rendered (logged; the previous files stay). */
@@ -1036,7 +1060,6 @@ static int apply(struct sup *s, const struct lr_config *n, bool new_secrets)
         after[i] = read_file(s->run_dir, hafiles[i]);
         if (!same_text(before[i], after[i]))
             ha_changed = true;
-        free(before[i]);
         free(after[i]);
     }
     char *agent_after = read_file(s->run_dir, "agent.json");
@@ -1045,6 +1068,8 @@ static int apply(struct sup *s, const struct lr_config *n, bool new_secrets)
     free(agent_after);
     if (rc < 0) {
         lr_err("reload: %s; still running the previous configuration", err);
+        for (size_t i = 0; i < 3; i++)
+            free(before[i]);
         return -1;
     }
     if (!have_sock) /* first render in an empty run directory: the new file names it */
@@ -1070,10 +1095,14 @@ static int apply(struct sup *s, const struct lr_config *n, bool new_secrets)
     } else {
         lr_info("agent settings unchanged: no agent reload");
     }
-    if ((ha_changed || s->haproxy_stale) && (s->external || s->haproxy > 0))
-        reload_haproxy(s);
-    else
+    if ((ha_changed || s->haproxy_stale) && (s->external || s->haproxy > 0)) {
+        if (reload_haproxy(s) < 0)
+            restore_haproxy_files(s, hafiles, before, 3);
+    } else {
         lr_info("haproxy configuration unchanged: no haproxy reload");
+    }
+    for (size_t i = 0; i < 3; i++)
+        free(before[i]);
     return 0;
 }
 

@@ -423,6 +423,38 @@ class ControlUp(lrtest.LRTestCase):
         self.assertIn("maxconn 556", lrtest.read_text(stack.path("haproxy.cfg")))
         self.assertTrue(lrtest.wait_until(lambda: "POST /v1/reload" in log(), 10, 0.1))
 
+    def test_up_reload_refused_by_haproxy_itself_restores_files(self):
+        # A bind to a port another process holds: `haproxy -c` accepts it (it binds nothing),
+        # the master's reload fails. The old worker keeps serving, and control puts back the
+        # files HAProxy runs.
+        import socket
+        busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        self.addCleanup(busy.close)
+        openai = self.mock("openai")
+        stack = self.new_stack(mocks={"openai": openai})
+        stack.start(mode="up")
+        worker = haproxy_worker(stack)
+        cfg_before = lrtest.read_text(stack.path("haproxy.cfg"))
+
+        def log():
+            return lrtest.read_text(stack.path("control.stderr"))
+        stack.config = lrtest.deep_merge(
+            stack.config, {"haproxy": {"bind": "127.0.0.1:%d" % busy.getsockname()[1]}})
+        tmp = stack.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(lrtest.to_yaml(stack.config))
+        os.replace(tmp, stack.config_path)
+        self.assertTrue(lrtest.wait_until(
+            lambda: "restored the previous haproxy.cfg" in log(), 30, 0.1), log()[-3000:])
+        self.assertIn("haproxy rejected the new configuration", log())
+        self.assertNotIn("reload aborted", log())  # haproxy -c had accepted it
+        self.assertEqual(lrtest.read_text(stack.path("haproxy.cfg")), cfg_before)
+        self.assertEqual(haproxy_worker(stack), worker)
+        r = stack.http("POST", "/v1/embeddings", [("Content-Type", "application/json")], b"{}")
+        self.assertEqual((r.status, r.json().get("mock")), (200, "openai"), r)
+
     def test_up_bad_config_exits_2(self):
         stack = self.new_stack(config={"bypass": {"enabled": lrtest.Raw("maybe")}})
         stack._pick_ports()
