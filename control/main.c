@@ -36,8 +36,9 @@ static const char usage_main[] =
     "                                  write the rendered HAProxy/SPOE/agent files into DIR\n"
     "  validate  --config F            check a configuration (and run `haproxy -c` on the\n"
     "                                  rendered result when haproxy is installed)\n"
-    "  up        [--config F] [--run-dir D]\n"
+    "  up        [--config F] [--run-dir D] [--external] [--watch inotify|poll]\n"
     "                                  render, start and supervise the agent and HAProxy\n"
+    "                                  (--external: drive ones started elsewhere)\n"
     "  switch-provider openai|anthropic|auto|NAME [--run-dir D]\n"
     "                                  switch the bypass provider of the running agent now\n"
     "                                  (no HAProxy reload; persisted in the run directory)\n"
@@ -84,11 +85,16 @@ static const char usage_validate[] =
     "      --version    show the version\n";
 
 static const char usage_up[] =
-    "usage: lunaroute-control up [--config F] [--run-dir D]\n"
+    "usage: lunaroute-control up [--config F] [--run-dir D] [--external] [--watch inotify|poll]\n"
     "\n"
     "Renders into the run directory, starts lunaroute-agent and HAProxy (master-worker) and\n"
     "supervises them: the agent is restarted with back-off when it dies; SIGHUP or a change of\n"
     "the config file reloads; SIGINT/SIGTERM stop both cleanly.\n"
+    "\n"
+    "The config file is watched with inotify on its directory, so an in-place write, an editor's\n"
+    "write-then-rename and a symlink swap (a Kubernetes configmap) are all seen; a burst of\n"
+    "changes is one reload, 150 ms after the last, and only when the content changed. When\n"
+    "inotify is not available (or with --watch poll), the file is polled every second.\n"
     "\n"
     "A reload re-renders into a staging directory and checks it (`haproxy -c`, the agent's\n"
     "--check) before anything changes; a bad file is rejected and the running stack keeps the\n"
@@ -98,10 +104,23 @@ static const char usage_up[] =
     "when haproxy.cfg, spoe-lunaroute.conf or routes.map changed, and new credentials restart\n"
     "the agent.\n"
     "\n"
+    "--external: HAProxy and the agent are started elsewhere (e.g. their own containers) on\n"
+    "the files of the shared run directory; nothing is spawned, stopped or signalled. The\n"
+    "first rendering and every reload take the checked path above and are applied through\n"
+    "<run_dir>/agent.sock (POST /v1/reload) and <run_dir>/haproxy-master.sock (`reload`, the\n"
+    "outcome read back from `show proc`) only. A missing socket means that process is not\n"
+    "running yet (it reads the files when it starts); an unreachable one is retried every 5 s.\n"
+    "`haproxy -c` and `lunaroute-agent --check` run when they are installed here; otherwise\n"
+    "those checks are skipped (logged at start) and HAProxy's master and the agent still\n"
+    "refuse what they cannot load, keeping what they run. New credentials are not applied:\n"
+    "the other processes read theirs from their own environment.\n"
+    "\n"
     "options:\n"
     "  -c, --config F    configuration file (default: $LUNAROUTE_CONFIG, else built-in defaults)\n"
     "  -r, --run-dir D   run directory (default: $LUNAROUTE_RUN_DIR, else run_dir from the\n"
     "                    configuration, else ./run)\n"
+    "      --external    supervise an agent and a HAProxy started elsewhere (see above)\n"
+    "      --watch M     inotify (default) | poll: how config file changes are noticed\n"
     "  -h, --help        show this help\n"
     "      --version     show the version\n"
     "\n"
@@ -143,7 +162,7 @@ static const char usage_status_head[] =
     "exit status: 0 when the agent and HAProxy both answered, 1 otherwise, 2 usage error\n"
     "\n";
 
-enum { OPT_VERSION = 1000, OPT_CLEAR };
+enum { OPT_VERSION = 1000, OPT_CLEAR, OPT_EXTERNAL, OPT_WATCH };
 
 static void print_version(void)
 {
@@ -158,11 +177,12 @@ enum {
     ACCEPT_RUN_DIR = 1u << 3, /* -r, --run-dir D */
     ACCEPT_CLEAR = 1u << 4,   /* --clear */
     ACCEPT_ARG = 1u << 5,     /* one positional argument */
+    ACCEPT_UP = 1u << 6,      /* --external, --watch M */
 };
 
 struct cmd_opts {
-    const char *config, *out, *mode, *run_dir, *arg;
-    bool clear;
+    const char *config, *out, *mode, *run_dir, *arg, *watch;
+    bool clear, external;
 };
 
 /* Parses the options of one command; --help prints usage then usage_more (may be NULL).
@@ -171,10 +191,16 @@ static int parse_opts(const char *cmd, const char *usage, const char *usage_more
                       char **argv, unsigned accept, struct cmd_opts *o)
 {
     static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},    {"out", required_argument, NULL, 'o'},
-        {"mode", required_argument, NULL, 'm'},      {"run-dir", required_argument, NULL, 'r'},
-        {"clear", no_argument, NULL, OPT_CLEAR},     {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, OPT_VERSION}, {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},
+        {"out", required_argument, NULL, 'o'},
+        {"mode", required_argument, NULL, 'm'},
+        {"run-dir", required_argument, NULL, 'r'},
+        {"clear", no_argument, NULL, OPT_CLEAR},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {"external", no_argument, NULL, OPT_EXTERNAL},
+        {"watch", required_argument, NULL, OPT_WATCH},
+        {NULL, 0, NULL, 0},
     };
     opterr = 0;
     optind = 1;
@@ -205,6 +231,16 @@ static int parse_opts(const char *cmd, const char *usage, const char *usage_more
             if (!(accept & ACCEPT_CLEAR))
                 goto unknown;
             o->clear = true;
+            break;
+        case OPT_EXTERNAL:
+            if (!(accept & ACCEPT_UP))
+                goto unknown;
+            o->external = true;
+            break;
+        case OPT_WATCH:
+            if (!(accept & ACCEPT_UP))
+                goto unknown;
+            o->watch = optarg;
             break;
         case 'h':
             fputs(usage, stdout);
@@ -329,8 +365,7 @@ static int make_tmp_dir(char *dir, size_t len, const char *what)
 }
 
 /* `haproxy -c` on cfgs; prints what haproxy said when it refused. An exit status. */
-static int check_with_haproxy(const char *bin, const char *what, const char *const cfgs[],
-                              size_t n)
+static int check_with_haproxy(const char *bin, const char *what, const char *const cfgs[], size_t n)
 {
     struct lr_buf out = {0};
     int st = validate_haproxy_check(bin, cfgs, n, NULL, &out);
@@ -343,8 +378,7 @@ static int check_with_haproxy(const char *bin, const char *what, const char *con
             fprintf(stderr, "%s validate: could not run %s\n", prog, bin);
             rc = EXIT_RUNTIME;
         } else {
-            fprintf(stderr, "%s validate: haproxy -c: the %s rendering is rejected\n", prog,
-                    what);
+            fprintf(stderr, "%s validate: haproxy -c: the %s rendering is rejected\n", prog, what);
             rc = EXIT_USAGE;
         }
     } else {
@@ -412,9 +446,7 @@ static int cmd_validate(int argc, char **argv)
         int r1 = check_with_haproxy(bin, "standalone", standalone, 1);
         int r2 = check_with_haproxy(bin, "boltin (frontend-snippet.cfg + lunaroute-backends.cfg)",
                                     boltin, 2);
-        rc = r1 == EXIT_RUNTIME || r2 == EXIT_RUNTIME ? EXIT_RUNTIME
-             : r1 != EXIT_OK                          ? r1
-                                                      : r2;
+        rc = r1 == EXIT_RUNTIME || r2 == EXIT_RUNTIME ? EXIT_RUNTIME : r1 != EXIT_OK ? r1 : r2;
     }
     rm_dir(sdir);
     rm_dir(bdir);
@@ -426,9 +458,17 @@ static int cmd_validate(int argc, char **argv)
 static int cmd_up(int argc, char **argv)
 {
     struct cmd_opts o = {0};
-    int rc = parse_opts("up", usage_up, NULL, argc, argv, ACCEPT_CONFIG | ACCEPT_RUN_DIR, &o);
+    int rc = parse_opts("up", usage_up, NULL, argc, argv,
+                        ACCEPT_CONFIG | ACCEPT_RUN_DIR | ACCEPT_UP, &o);
     if (rc >= 0)
         return rc;
+    struct supervise_opts so = {.external = o.external};
+    if (o.watch && !strcmp(o.watch, "poll")) {
+        so.poll_config = true;
+    } else if (o.watch && strcmp(o.watch, "inotify")) {
+        fprintf(stderr, "%s up: --watch must be inotify or poll, not '%s'\n", prog, o.watch);
+        return EXIT_USAGE;
+    }
     const char *path = config_path(o.config);
     struct lr_config *c = NULL;
     rc = load_config(path, &c);
@@ -441,7 +481,7 @@ static int cmd_up(int argc, char **argv)
     /* copy: the supervisor owns (and may replace) the configuration run_dir points into */
     char dir[PATH_MAX];
     snprintf(dir, sizeof(dir), "%s", run_dir ? run_dir : "./run");
-    return supervise_run(c, path, dir);
+    return supervise_run(c, path, dir, &so);
 }
 
 /* --run-dir, else $LUNAROUTE_RUN_DIR, else ./run */

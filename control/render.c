@@ -855,8 +855,8 @@ static bool path_is_cfg_safe(const char *s)
     return true;
 }
 
-static int write_file_atomic(const char *dir, const char *name, const char *text, mode_t mode,
-                             char *err, size_t errlen)
+int render_write_file(const char *dir, const char *name, const char *text, mode_t mode, char *err,
+                      size_t errlen)
 {
     char path[PATH_MAX], tmp[PATH_MAX];
     if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path) ||
@@ -967,7 +967,7 @@ int render_write_all(const struct lr_config *c, enum render_mode mode, const cha
     /* The referenced files first, the main configuration last, so a reader that follows
      * the references never sees a half-rendered set. */
     for (size_t i = n; ret == 0 && i-- > 0;)
-        if (write_file_atomic(dir, files[i].name, files[i].text, files[i].mode, err, errlen) < 0)
+        if (render_write_file(dir, files[i].name, files[i].text, files[i].mode, err, errlen) < 0)
             ret = -1;
     if (ret == 0) {
         int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -5,6 +5,7 @@
 #define LR_RENDER_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 struct lr_config;
 
@@ -34,6 +35,11 @@ char *render_agent_json(const struct lr_config *c, const struct render_paths *p)
  * frontend (scoped to boltin.hosts / boltin.path_prefixes). */
 char *render_backends_cfg(const struct lr_config *c);
 char *render_frontend_snippet(const struct lr_config *c, const struct render_paths *p);
+
+/* Writes text into <dir>/<name> with `mode`: a temporary file in dir, fsync'd, renamed over
+ * the old one (readers see the old or the new file, never a part). 0, or -1 with a message. */
+int render_write_file(const char *dir, const char *name, const char *text, mode_t mode, char *err,
+                      size_t errlen);
 
 /* Writes every file of `mode` into out_dir (created 0700 if missing). Standalone:
  * haproxy.cfg, spoe-lunaroute.conf, routes.map, agent.json. Boltin: lunaroute-backends.cfg,

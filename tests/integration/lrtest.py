@@ -1278,10 +1278,10 @@ class Stack:
         self.procs["haproxy"] = p
         return p
 
-    def start(self, mode="manual", wait=True, require_spop_check=True, attempts=3):
+    def start(self, mode="manual", wait=True, require_spop_check=True, attempts=3, up_args=()):
         """mode "manual": render, then start the agent and HAProxy here. mode "up": run
-        `lunaroute-control up` (which supervises both). Retries with new ports when a bind
-        failed because a port was taken in the meantime."""
+        `lunaroute-control up` (which supervises both) with up_args added. Retries with new
+        ports when a bind failed because a port was taken in the meantime."""
         self.mode = mode
         for attempt in range(attempts):
             self._pick_ports()
@@ -1294,7 +1294,8 @@ class Stack:
                 elif mode == "up":
                     self.procs["control"] = Proc(
                         "control", [bin_path("lunaroute-control"), "up", "--config",
-                                    self.config_path, "--run-dir", self.run_dir],
+                                    self.config_path, "--run-dir", self.run_dir]
+                        + list(up_args),
                         self.run_dir, self.env)
                 else:
                     raise ValueError(mode)

@@ -15,15 +15,19 @@ CI has no Docker engine, so the compose stack is checked three ways:
      and the same socket paths, using the haproxy on PATH (2.6 here; 3.2 in the compose file)
      and the binaries of --bin-dir. Their own health-check commands decide when each one is
      ready, in depends_on order. Then a bypassed request and an engine request (/healthz) go
-     through the native "haproxy service".
+     through the native "haproxy service". Then the config file is changed, as a user edits
+     it on the host: control (`up --external`) must notice it (inotify), reload the agent
+     through its admin socket only for an agent-side change, reload HAProxy through the
+     master CLI only for a HAProxy-side change (new worker, same master), refuse a bad file,
+     and re-render on SIGHUP, while bypassed requests keep flowing without a failure.
 
 Rewrites between the compose world and this machine, and nothing else:
   * the shared volume's mount point /run/lunaroute      -> <tmp>/run
-  * the bind-mounted /etc/lunaroute/lunaroute.yaml      -> <tmp>/lunaroute.yaml, a copy of
-    docker/lunaroute.yaml with the addresses below rewritten
+  * the bind-mounted directory /etc/lunaroute           -> <tmp>/etc-lunaroute, holding a copy
+    of docker/config/lunaroute.yaml with the addresses below rewritten
   * container addresses -> 127.0.0.1 and a free port, in every argument, health check,
     environment value and the config copy: each `host:port` (and bash `/dev/tcp/host/port`)
-    of docker/lunaroute.yaml -- agent:12345, agent:8081, and HAProxy's 0.0.0.0:8080 /
+    of docker/config/lunaroute.yaml -- agent:12345, agent:8081, and HAProxy's 0.0.0.0:8080 /
     0.0.0.0:8404 (plus their in-container loopback form 127.0.0.1:<port>, used by the
     haproxy health check) -- and mock-provider:9000 (the demo provider, which the sample
     .env points both providers at) -> a lrtest MockProvider
@@ -32,7 +36,8 @@ Rewrites between the compose world and this machine, and nothing else:
     from --bin-dir (also first on PATH, as /usr/local/bin is in the image), `haproxy` is the
     native haproxy
   * environment: the harness's scrubbed environment plus the service's resolved
-    `environment:`, nothing else (as in a container)
+    `environment:`, nothing else (as in a container); control's PATH finds no haproxy, as
+    in its image (so its `haproxy -c` check is skipped there too)
 """
 
 import fnmatch
@@ -45,6 +50,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -79,6 +86,7 @@ COMPOSE_FILE = os.path.join(REPO, "docker-compose.yml")
 DOCKER_COMPOSE = shutil.which("docker-compose")
 VOLUME_MOUNT = "/run/lunaroute"          # the shared volume, as mounted in every service
 CONFIG_MOUNT = "/etc/lunaroute/lunaroute.yaml"
+CONFIG_DIR_MOUNT = os.path.dirname(CONFIG_MOUNT)  # control mounts the directory
 NATIVE_SERVICES = ("control", "agent", "haproxy")  # depends_on order
 TEST_KEY = "sk-compose-test-0123456789"
 READY_TIMEOUT = 30.0
@@ -334,21 +342,22 @@ class ComposeFile(unittest.TestCase):
                        else svc.get("env_file", [])):
                 if not os.path.exists(os.path.join(REPO, ef)) and ef != ".env":
                     missing.append("%s: env_file %s" % (name, ef))
-        for f in (".env.example", ".dockerignore", "docker/lunaroute.yaml",
+        for f in (".env.example", ".dockerignore", "docker/config/lunaroute.yaml",
                   "docker/mock-provider/mock_provider.py"):
             if not os.path.exists(os.path.join(REPO, f)):
                 missing.append(f)
         self.assertEqual(missing, [])
 
     def test_compose_config_renders(self):
-        # docker/lunaroute.yaml, as control renders it in compose: the addresses are service
+        # docker/config/lunaroute.yaml, as control renders it in compose: the addresses are service
         # names, which HAProxy resolves through libc when it starts (Docker's DNS); `haproxy
         # -c` cannot resolve `agent` here, so HAProxy checks the rewritten copy instead, in
         # ComposeNative (it must start on it).
         out = os.path.join(self.tmp, "rendered")
         env = lrtest.child_env({"OPENAI_API_KEY": TEST_KEY})
         p = subprocess.run([lrtest.bin_path("lunaroute-control"), "render", "--config",
-                            os.path.join(REPO, "docker", "lunaroute.yaml"), "--out", out],
+                            os.path.join(REPO, "docker", "config", "lunaroute.yaml"), "--out",
+                            out],
                            env=env, capture_output=True, text=True, timeout=60)
         self.assertEqual(p.returncode, 0, p.stderr)
         cfg = lrtest.read_text(os.path.join(out, "haproxy.cfg"))
@@ -504,10 +513,11 @@ class ComposeNative(lrtest.LRTestCase):
         # the bind-mounted config file, with its addresses rewritten
         src = None
         for vol in svcs["control"]["volumes"]:
-            if isinstance(vol, str) and vol.split(":")[1] == CONFIG_MOUNT:
-                src = vol.split(":")[0]
-        self.assertIsNotNone(src, "control does not mount %s" % CONFIG_MOUNT)
-        config_copy = os.path.join(self.tmp, "lunaroute.yaml")
+            if isinstance(vol, str) and vol.split(":")[1] == CONFIG_DIR_MOUNT:
+                src = os.path.join(vol.split(":")[0], os.path.basename(CONFIG_MOUNT))
+        self.assertIsNotNone(src, "control does not mount the directory %s" % CONFIG_DIR_MOUNT)
+        os.mkdir(os.path.join(self.tmp, "etc-lunaroute"))
+        config_copy = os.path.join(self.tmp, "etc-lunaroute", os.path.basename(CONFIG_MOUNT))
         rw = Rewriter(run_dir, config_copy)
         with open(src) as f:
             text = f.read()
@@ -526,12 +536,15 @@ class ComposeNative(lrtest.LRTestCase):
             f.write(rw(text))
 
         path = lrtest.BIN_DIR + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")
+        no_haproxy_path = os.pathsep.join(
+            d for d in path.split(os.pathsep)
+            if d and not os.access(os.path.join(d, "haproxy"), os.X_OK))
         procs = {}
         for name in NATIVE_SERVICES:
             svc = svcs[name]
             for dep in (svc.get("depends_on") or {}):
                 self.assertIn(dep, procs, "%s depends on %s, started later" % (name, dep))
-            env = lrtest.child_env({"PATH": path})
+            env = lrtest.child_env({"PATH": path if name != "control" else no_haproxy_path})
             env.update({k: rw(v if v is not None else "")
                         for k, v in (svc.get("environment") or {}).items()})
             procs[name] = self.start(name, svc, rw, env)
@@ -581,16 +594,156 @@ class ComposeNative(lrtest.LRTestCase):
         self.assertEqual(r.status, 200, r)
         self.assertIn(b"haproxy_frontend_", r.body)
 
-        # control re-renders on SIGHUP and keeps running; the agent stops cleanly on SIGTERM
-        os.unlink(os.path.join(run_dir, "routes.map"))
-        procs["control"].send_signal(signal.SIGHUP)
-        self.assertTrue(lrtest.wait_until(
-            lambda: os.path.exists(os.path.join(run_dir, "routes.map")), 10))
-        self.assertTrue(procs["control"].alive())
+        self.config_changes(procs, run_dir, config_copy, front, stats_sock, provider)
+
+    def config_changes(self, procs, run_dir, config_copy, front, stats_sock, provider):
+        """`up --external` applies config file changes to the agent and HAProxy it did not
+        start, through their sockets in the shared volume, under continuous traffic."""
+        control = procs["control"]
+
+        def log():
+            return control.stderr_text()
+        self.assertIn("external HAProxy and agent", log())
+        self.assertIn("watching %s with inotify" % config_copy, log())
+        self.assertIn("haproxy is not installed here", log())  # as in the control image
+        msock = os.path.join(run_dir, "haproxy-master.sock")
+
+        def master():
+            """(master pid, reloads, newest worker pid) from the master CLI's `show proc`."""
+            out = lrtest.haproxy_cmd(msock, "show proc;quit")
+            m = re.search(r"^(\d+)\s+master\s+(\d+)", out, re.M)
+            workers = out.split("# workers", 1)[1] if "# workers" in out else ""
+            w = re.search(r"^(\d+)\s+worker", workers, re.M)
+            self.assertTrue(m and w, out)
+            return int(m.group(1)), int(m.group(2)), int(w.group(1))
+
+        def reloads():
+            """The master's reload count, None while it re-executes itself (socket closed)."""
+            try:
+                return master()[1]
+            except OSError:
+                return None
+
+        def agent_digest():
+            r = subprocess.run([lrtest.bin_path("lunaroute-control"), "status", "--run-dir",
+                                run_dir], capture_output=True, text=True, timeout=30,
+                               env=lrtest.child_env())
+            try:
+                return json.loads(r.stdout)["agent"]["settings"]["digest"]
+            except (ValueError, KeyError, TypeError):
+                return None
+
+        def agent_json():
+            return lrtest.read_text(os.path.join(run_dir, "agent.json"))
+
+        # traffic through the whole test: bypassed requests on new connections
+        counts = {"ok": 0, "failed": []}
+        stop = threading.Event()
+
+        def load():
+            while not stop.is_set():
+                try:
+                    r = lrtest.http(front, "POST", "/v1/embeddings",
+                                    headers=[("content-type", "application/json")],
+                                    body='{"input":"hi"}', timeout=10)
+                    if r.status == 200 and r.json().get("mock") == "provider":
+                        counts["ok"] += 1
+                    else:
+                        counts["failed"].append(r.status)
+                except OSError as e:
+                    counts["failed"].append(repr(e))
+                stop.wait(0.02)
+        t = threading.Thread(target=load, daemon=True)
+        t.start()
+        try:
+            text0 = lrtest.read_text(config_copy)
+            m0, reloads0, w0 = master()
+            aj0 = agent_json()
+            self.assertEqual(agent_digest(), lrtest.sha256(aj0.encode()))
+
+            # 1. Agent-side only, written in place: POST /v1/reload, HAProxy untouched.
+            text1 = text0 + "routing:\n  circuit_breaker:\n    failure_threshold: 9\n"
+            with open(config_copy, "w") as f:
+                f.write(text1)
+            self.assertTrue(lrtest.wait_until(lambda: agent_json() != aj0, 15, 0.05),
+                            "agent.json not re-rendered\n" + lrtest.tail(log()))
+            aj1 = agent_json()
+            self.assertTrue(lrtest.wait_until(
+                lambda: agent_digest() == lrtest.sha256(aj1.encode()), 15, 0.1),
+                "the agent does not run the new agent.json\n" + lrtest.tail(log()))
+            self.assertTrue(lrtest.wait_until(
+                lambda: "applied the new settings through its admin API (changed" in log(),
+                10, 0.05), lrtest.tail(log()))
+            self.assertTrue(lrtest.wait_until(
+                lambda: "haproxy configuration unchanged: no haproxy reload" in log(), 10, 0.05),
+                lrtest.tail(log()))
+            self.assertIn("POST /v1/reload", procs["agent"].stderr_text())
+            self.assertEqual(master(), (m0, reloads0, w0), "HAProxy was reloaded")
+
+            # 2. HAProxy-side only, by rename: `reload` on the master CLI, new worker.
+            text2 = text1.replace("\nhaproxy:\n", "\nhaproxy:\n  maxconn: 777\n", 1)
+            self.assertNotEqual(text2, text1)
+            tmp = config_copy + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(text2)
+            os.replace(tmp, config_copy)
+            self.assertTrue(lrtest.wait_until(lambda: (reloads() or 0) > reloads0, 20, 0.1),
+                            "HAProxy's master reports no reload\n" + lrtest.tail(log()))
+            self.assertTrue(lrtest.wait_until(
+                lambda: "haproxy reloaded: worker pid" in log(), 20, 0.1), lrtest.tail(log()))
+            m2, reloads2, w2 = master()
+            self.assertEqual((m2, reloads2), (m0, reloads0 + 1))
+            self.assertNotEqual(w2, w0, "no new worker")
+            self.assertIn("Maxconn: 777", lrtest.haproxy_cmd(stats_sock, "show info"))
+            self.assertIn("agent settings unchanged: no agent reload", log())
+            self.assertEqual(agent_digest(), lrtest.sha256(aj1.encode()))
+
+            # 3. A bad file: refused with its position; nothing reloaded.
+            with open(tmp, "w") as f:
+                f.write(text2 + "bypass: {enabled: maybe}\n")
+            os.replace(tmp, config_copy)
+            self.assertTrue(lrtest.wait_until(
+                lambda: "reload aborted; still running the previous configuration" in log(),
+                15, 0.05), lrtest.tail(log()))
+            self.assertRegex(log(), re.escape(config_copy) + r":\d+:\d+: ")
+            self.assertEqual(master(), (m2, reloads2, w2))
+            self.assertEqual(agent_json(), aj1)
+
+            # 4. The good file back (one more reload, nothing to apply), then SIGHUP
+            # re-renders: a lost file comes back, and HAProxy reloads for it.
+            with open(config_copy, "w") as f:
+                f.write(text2)
+            self.assertTrue(lrtest.wait_until(
+                lambda: log().count("reloading configuration (config file changed)") == 4,
+                15, 0.05), lrtest.tail(log()))
+            self.assertTrue(lrtest.wait_until(
+                lambda: log().count("haproxy configuration unchanged") == 2, 15, 0.05),
+                lrtest.tail(log()))
+            os.unlink(os.path.join(run_dir, "routes.map"))
+            control.send_signal(signal.SIGHUP)
+            self.assertTrue(lrtest.wait_until(
+                lambda: os.path.exists(os.path.join(run_dir, "routes.map")), 15))
+            self.assertTrue(lrtest.wait_until(lambda: (reloads() or 0) > reloads2, 20, 0.1),
+                            lrtest.tail(log()))
+            self.assertTrue(control.alive())
+            time.sleep(0.5)  # a little traffic on the last worker
+        finally:
+            stop.set()
+            t.join(15)
+        lrtest.log("traffic during the config changes: %d ok, %d failed"
+                   % (counts["ok"], len(counts["failed"])))
+        self.assertEqual(counts["failed"], [])
+        self.assertGreater(counts["ok"], 10)
+
+        # control stops cleanly and leaves HAProxy's sockets alone (they are not its own)
+        rc, forced = control.stop()
+        self.assertEqual((rc, forced), (0, False), control.stderr_text())
+        self.assertTrue(lrtest.stat_is_socket(msock))
+        self.assertFalse(os.path.exists(os.path.join(run_dir, "control.pid")))
+        r = lrtest.http(front, "POST", "/v1/embeddings", body="{}")
+        self.assertEqual(r.status, 200, r)
         rc, forced = procs["agent"].stop()
         self.assertEqual((rc, forced), (0, False), procs["agent"].stderr_text())
-        rc, forced = procs["control"].stop()
-        self.assertEqual((rc, forced), (0, False), procs["control"].stderr_text())
 
     def test_mock_provider_service(self):
         """The demo provider's exact command, natively, on a free port."""

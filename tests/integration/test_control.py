@@ -5,7 +5,8 @@ Reloads under `up` (issue 4): a config file change that touches only the agent's
 applied through the agent's admin API (POST /v1/reload) and leaves HAProxy's master and worker
 alone; a change of HAProxy's rendered files reloads HAProxy through the master CLI (new worker,
 same master); when the admin socket cannot be reached the agent gets a SIGHUP instead; a bad
-file is refused with its file:line:col and the stack keeps serving.
+file is refused with its file:line:col and the stack keeps serving. ControlWatch: the file is
+watched with inotify (in-place write, rename, configmap symlink swap, debounce, --watch poll).
 `validate` runs `haproxy -c` on both renderings (standalone and bolt-on).
 """
 
@@ -242,6 +243,29 @@ class ControlUp(lrtest.LRTestCase):
                         % [p for p in pids if lrtest.pid_alive(p)])
         self.assertFalse(lrtest.port_accepts(env_port, timeout=0.3))
 
+    def test_up_sigint_removes_pid_files_and_sockets(self):
+        stack = self.new_stack(mocks={"openai": self.mock("openai")})
+        stack.start(mode="up")
+        self.assertTrue(lrtest.wait_until(
+            lambda: lrtest.stat_is_socket(stack.path("agent.sock")), 5), stack.log_tails())
+        run_files = ("control.pid", "agent.pid", "haproxy.pid", "haproxy.sock",
+                     "haproxy-master.sock", "agent.sock")
+        for f in run_files:
+            self.assertTrue(os.path.exists(stack.path(f)), f)
+        pids = set(lrtest.read_pidfile(stack.path("agent.pid")) +
+                   lrtest.read_pidfile(stack.path("haproxy.pid")))
+        pids |= {pid for pid, _ in lrtest.pids_mentioning(stack.run_dir)}
+        control = stack.procs["control"]
+        pids.discard(control.pid)
+        control.send_signal(signal.SIGINT)
+        self.assertEqual(control.wait(15), 0, stack.log_tails())
+        self.assertIn("received SIGINT: stopping", lrtest.read_text(stack.path("control.stderr")))
+        self.assertTrue(lrtest.wait_until(
+            lambda: not [p for p in pids if lrtest.pid_alive(p)], 5),
+            "still running after up exited: %r" % [p for p in pids if lrtest.pid_alive(p)])
+        self.assertEqual([f for f in run_files if os.path.exists(stack.path(f))], [])
+        self.assertFalse(lrtest.port_accepts(stack.port, timeout=0.3))
+
     def test_up_reloads_agent_api_then_master_cli(self):
         openai = self.mock("openai")
         anthropic = self.mock("anthropic")
@@ -399,6 +423,38 @@ class ControlUp(lrtest.LRTestCase):
         self.assertIn("maxconn 556", lrtest.read_text(stack.path("haproxy.cfg")))
         self.assertTrue(lrtest.wait_until(lambda: "POST /v1/reload" in log(), 10, 0.1))
 
+    def test_up_reload_refused_by_haproxy_itself_restores_files(self):
+        # A bind to a port another process holds: `haproxy -c` accepts it (it binds nothing),
+        # the master's reload fails. The old worker keeps serving, and control puts back the
+        # files HAProxy runs.
+        import socket
+        busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        self.addCleanup(busy.close)
+        openai = self.mock("openai")
+        stack = self.new_stack(mocks={"openai": openai})
+        stack.start(mode="up")
+        worker = haproxy_worker(stack)
+        cfg_before = lrtest.read_text(stack.path("haproxy.cfg"))
+
+        def log():
+            return lrtest.read_text(stack.path("control.stderr"))
+        stack.config = lrtest.deep_merge(
+            stack.config, {"haproxy": {"bind": "127.0.0.1:%d" % busy.getsockname()[1]}})
+        tmp = stack.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(lrtest.to_yaml(stack.config))
+        os.replace(tmp, stack.config_path)
+        self.assertTrue(lrtest.wait_until(
+            lambda: "restored the previous haproxy.cfg" in log(), 30, 0.1), log()[-3000:])
+        self.assertIn("haproxy rejected the new configuration", log())
+        self.assertNotIn("reload aborted", log())  # haproxy -c had accepted it
+        self.assertEqual(lrtest.read_text(stack.path("haproxy.cfg")), cfg_before)
+        self.assertEqual(haproxy_worker(stack), worker)
+        r = stack.http("POST", "/v1/embeddings", [("Content-Type", "application/json")], b"{}")
+        self.assertEqual((r.status, r.json().get("mock")), (200, "openai"), r)
+
     def test_up_bad_config_exits_2(self):
         stack = self.new_stack(config={"bypass": {"enabled": lrtest.Raw("maybe")}})
         stack._pick_ports()
@@ -408,6 +464,305 @@ class ControlUp(lrtest.LRTestCase):
         self.assertEqual(r.returncode, 2, fmt(r))
         self.assertRegex(r.stderr, re.escape(stack.config_path) + r":\d+:\d+: ")
         self.assertFalse(lrtest.pids_mentioning(stack.run_dir))
+
+
+class ControlWatch(lrtest.LRTestCase):
+    """`up` notices config file changes with inotify (issue 4): an in-place write, an atomic
+    rename and a configmap-style symlink swap are each applied once (agent digest, rendered
+    files, traffic); a bad file written by rename is refused with file:line:col while the old
+    stack keeps serving; a burst of writes is debounced; `--watch poll` still works."""
+
+    def setUp(self):
+        self.openai = self.mock("openai")
+        self.anthropic = self.mock("anthropic")
+
+    def new_up(self, config_path=None, up_args=()):
+        stack = self.new_stack(mocks={"openai": self.openai, "anthropic": self.anthropic},
+                               config={"bypass": {"enabled": True, "provider": "openai"}})
+        if config_path:
+            stack.config_path = config_path
+        stack.start(mode="up", up_args=up_args)
+        self.assertTrue(lrtest.wait_until(
+            lambda: lrtest.stat_is_socket(stack.path("agent.sock")), 5), stack.log_tails())
+        return stack
+
+    @staticmethod
+    def log(stack):
+        return lrtest.read_text(stack.path("control.stderr"))
+
+    @staticmethod
+    def reloads(stack):
+        return ControlWatch.log(stack).count("reloading configuration (config file changed)")
+
+    @staticmethod
+    def haproxy_outcomes(stack):
+        """How many reloads reached their HAProxy step's end (one line each)."""
+        log = ControlWatch.log(stack)
+        return sum(log.count(m) for m in (
+            "haproxy configuration unchanged: no haproxy reload", "haproxy reloaded: worker pid",
+            "haproxy rejected the new configuration", "did not report the reload"))
+
+    @staticmethod
+    def agent_digest(stack):
+        r = stack.control("status", "--run-dir", stack.run_dir)
+        try:
+            return json.loads(r.stdout)["agent"]["settings"]["digest"]
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def bypass_goes_to(self, stack, name, timeout=15):
+        """Waits until a bypassed request lands on mock `name`; returns whether it did."""
+        def ok():
+            r = stack.http("POST", "/v1/embeddings", [("Content-Type", "application/json")],
+                           b"{}")
+            return r.status == 200 and r.json().get("mock") == name
+        return lrtest.wait_until(ok, timeout, 0.2)
+
+    def mark(self, stack):
+        """Counts to compare with after a change: (reloads, HAProxy step outcomes)."""
+        return self.reloads(stack), self.haproxy_outcomes(stack)
+
+    def wait_applied(self, stack, aj_before, mark):
+        """agent.json re-rendered, the agent runs it, exactly one more reload happened since
+        mark, and it is over (its HAProxy step ended too)."""
+        n_reloads, n_outcomes = mark
+        self.assertTrue(lrtest.wait_until(
+            lambda: lrtest.read_text(stack.path("agent.json")) != aj_before, 10, 0.05),
+            "agent.json was not re-rendered\n" + self.log(stack)[-3000:])
+        aj = lrtest.read_text(stack.path("agent.json"))
+        self.assertTrue(lrtest.wait_until(
+            lambda: self.agent_digest(stack) == lrtest.sha256(aj.encode()), 10, 0.1),
+            "the agent does not run the new agent.json\n" + self.log(stack)[-3000:])
+        self.assertTrue(lrtest.wait_until(
+            lambda: self.haproxy_outcomes(stack) == n_outcomes + 1, 20, 0.05),
+            self.log(stack)[-3000:])
+        self.assertEqual(self.reloads(stack), n_reloads + 1, self.log(stack)[-3000:])
+        return aj
+
+    def test_inplace_write_rename_bad_rename_and_burst(self):
+        stack = self.new_up()
+        self.assertIn("watching %s with inotify" % stack.config_path, self.log(stack))
+        self.assertTrue(self.bypass_goes_to(stack, "openai"))
+        worker = haproxy_worker(stack)
+
+        # 1. In place (same inode: truncate + write, as `>` or many editors do).
+        aj0 = lrtest.read_text(stack.path("agent.json"))
+        ino = os.stat(stack.config_path).st_ino
+        n = self.mark(stack)
+        stack.config = lrtest.deep_merge(stack.config, {"bypass": {"provider": "anthropic"}})
+        with open(stack.config_path, "w") as f:
+            f.write(lrtest.to_yaml(stack.config))
+        self.assertEqual(os.stat(stack.config_path).st_ino, ino)
+        aj1 = self.wait_applied(stack, aj0, n)
+        self.assertIn('"anthropic"', aj1)
+        self.assertTrue(self.bypass_goes_to(stack, "anthropic"),
+                        "traffic did not follow the in-place change\n" + stack.log_tails())
+
+        # 2. Atomic rename (write a temporary file, os.replace it over the config).
+        n = self.mark(stack)
+        stack.config = lrtest.deep_merge(stack.config, {"bypass": {"provider": "openai"}})
+        tmp = os.path.join(os.path.dirname(stack.config_path), ".lunaroute.yaml.swp")
+        with open(tmp, "w") as f:
+            f.write(lrtest.to_yaml(stack.config))
+        os.replace(tmp, stack.config_path)
+        self.assertNotEqual(os.stat(stack.config_path).st_ino, ino)
+        aj2 = self.wait_applied(stack, aj1, n)
+        self.assertTrue(self.bypass_goes_to(stack, "openai"),
+                        "traffic did not follow the renamed file\n" + stack.log_tails())
+        worker = haproxy_worker(stack)
+
+        # 3. A bad file by rename: refused with its position, nothing changes.
+        n = self.reloads(stack)
+        with open(tmp, "w") as f:
+            f.write(lrtest.to_yaml(stack.config) + "bypass: {enabled: maybe}\n")
+        os.replace(tmp, stack.config_path)
+        self.assertTrue(lrtest.wait_until(
+            lambda: "reload aborted; still running the previous configuration"
+            in self.log(stack), 10, 0.05), self.log(stack)[-3000:])
+        self.assertEqual(self.reloads(stack), n + 1)
+        self.assertRegex(self.log(stack), re.escape(stack.config_path) + r":\d+:\d+: ")
+        self.assertEqual(lrtest.read_text(stack.path("agent.json")), aj2)
+        self.assertEqual(self.agent_digest(stack), lrtest.sha256(aj2.encode()))
+        self.assertEqual(haproxy_worker(stack), worker)
+        self.assertTrue(self.bypass_goes_to(stack, "openai", timeout=2))
+
+        # 4. A burst of ten in-place writes is debounced into fewer reloads; the last wins.
+        n = self.reloads(stack)
+        for i in range(10):
+            stack.config = lrtest.deep_merge(stack.config, {"haproxy": {"maxconn": 901 + i}})
+            with open(stack.config_path, "w") as f:
+                f.write(lrtest.to_yaml(stack.config))
+        self.assertTrue(lrtest.wait_until(
+            lambda: "Maxconn: 910" in lrtest.haproxy_cmd(stack.stats_sock, "show info"),
+            30, 0.1), self.log(stack)[-3000:])
+        self.assertIn("maxconn 910", lrtest.read_text(stack.path("haproxy.cfg")))
+        burst = self.reloads(stack) - n
+        self.assertGreaterEqual(burst, 1)
+        self.assertLess(burst, 10, "ten writes, ten reloads: no debounce")
+        lrtest.log("burst of 10 writes -> %d reload(s)" % burst)
+        self.assertTrue(self.bypass_goes_to(stack, "openai", timeout=5))
+
+        # SIGHUP still reloads (the file did not change: nothing is applied).
+        stack.procs["control"].send_signal(signal.SIGHUP)
+        self.assertTrue(lrtest.wait_until(
+            lambda: "reloading configuration (SIGHUP)" in self.log(stack), 10, 0.05))
+
+    def test_configmap_symlink_swap(self):
+        """Kubernetes' atomic writer: <dir>/lunaroute.yaml -> ..data/lunaroute.yaml,
+        ..data -> ..v1; an update writes ..v2, renames a new ..data symlink over the old one,
+        then removes ..v1."""
+        tmp = tempfile.mkdtemp(prefix="lrtest-cm-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        os.mkdir(os.path.join(tmp, "..v1"))
+        open(os.path.join(tmp, "..v1", "lunaroute.yaml"), "w").close()
+        os.symlink("..v1", os.path.join(tmp, "..data"))
+        path = os.path.join(tmp, "lunaroute.yaml")
+        os.symlink(os.path.join("..data", "lunaroute.yaml"), path)
+        stack = self.new_up(config_path=path)  # writes the config through the symlinks
+        self.assertIn("watching %s with inotify" % path, self.log(stack))
+        self.assertTrue(self.bypass_goes_to(stack, "openai"))
+
+        for version, provider in (("..v2", "anthropic"), ("..v3", "openai")):
+            aj = lrtest.read_text(stack.path("agent.json"))
+            n = self.mark(stack)
+            old = os.readlink(os.path.join(tmp, "..data"))
+            os.mkdir(os.path.join(tmp, version))
+            stack.config = lrtest.deep_merge(stack.config, {"bypass": {"provider": provider}})
+            with open(os.path.join(tmp, version, "lunaroute.yaml"), "w") as f:
+                f.write(lrtest.to_yaml(stack.config))
+            os.symlink(version, os.path.join(tmp, "..data_tmp"))
+            os.replace(os.path.join(tmp, "..data_tmp"), os.path.join(tmp, "..data"))
+            shutil.rmtree(os.path.join(tmp, old))
+            self.wait_applied(stack, aj, n)
+            self.assertTrue(self.bypass_goes_to(stack, provider),
+                            "traffic did not follow the swap to %s\n" % version
+                            + stack.log_tails())
+
+    def test_watch_poll(self):
+        stack = self.new_up(up_args=["--watch", "poll"])
+        self.assertIn("watching %s by polling it every 1s" % stack.config_path, self.log(stack))
+        self.assertNotIn("with inotify", self.log(stack))
+        aj = lrtest.read_text(stack.path("agent.json"))
+        n = self.mark(stack)
+        stack.config = lrtest.deep_merge(stack.config, {"bypass": {"provider": "anthropic"}})
+        tmp = stack.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(lrtest.to_yaml(stack.config))
+        os.replace(tmp, stack.config_path)
+        self.wait_applied(stack, aj, n)
+        self.assertTrue(self.bypass_goes_to(stack, "anthropic"))
+        r = stack.control("up", "--watch", "sometimes", "--run-dir", stack.run_dir)
+        self.assertEqual(r.returncode, 2, fmt(r))
+
+
+class ControlExternal(lrtest.LRTestCase):
+    """`up --external` (issue 6): HAProxy and the agent are started by someone else (here the
+    harness, "manual" mode); control spawns nothing and drives them through the run
+    directory's sockets, from its first rendering on."""
+
+    def test_external_start_apply_missing_and_unreachable_agent(self):
+        openai = self.mock("openai")
+        stack = self.new_stack(mocks={"openai": openai})
+        stack.start(mode="manual")
+        self.assertTrue(lrtest.wait_until(
+            lambda: lrtest.stat_is_socket(stack.path("agent.sock")), 5), stack.log_tails())
+        msock = stack.path("haproxy-master.sock")
+
+        def show_proc():
+            try:
+                return lrtest.haproxy_cmd(msock, "show proc;quit")
+            except OSError:
+                return None  # the master is not listening (yet, or while it re-executes)
+        master0 = lrtest.wait_until(show_proc, 10, 0.1)
+        self.assertTrue(master0, stack.log_tails())
+        worker0 = haproxy_worker(stack)
+        agent = stack.procs["agent"]
+
+        def log():
+            return lrtest.read_text(stack.path("control.stderr"))
+
+        def agent_digest():
+            r = stack.control("status", "--run-dir", stack.run_dir)
+            try:
+                return json.loads(r.stdout)["agent"]["settings"]["digest"]
+            except (ValueError, KeyError, TypeError):
+                return None
+
+        def write(change):
+            stack.config = lrtest.deep_merge(stack.config, change)
+            tmp = stack.config_path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(lrtest.to_yaml(stack.config))
+            os.replace(tmp, stack.config_path)
+
+        # Changed while control was not running: its first rendering applies it.
+        write({"haproxy": {"maxconn": 777}, "routing": {"circuit_breaker": {"open_secs": 7}}})
+        stack.procs["control"] = lrtest.Proc(
+            "control", [lrtest.bin_path("lunaroute-control"), "up", "--external", "--config",
+                        stack.config_path, "--run-dir", stack.run_dir], stack.run_dir, stack.env)
+        self.assertTrue(lrtest.wait_until(
+            lambda: haproxy_worker(stack) not in (None, worker0), 20, 0.1),
+            "HAProxy was not reloaded at start\n" + stack.log_tails())
+        self.assertTrue(lrtest.wait_until(lambda: "haproxy reloaded: worker pid" in log(),
+                                          20, 0.1), log())
+        aj = lrtest.read_text(stack.path("agent.json"))
+        self.assertIn('"open_secs": 7', aj.replace('":7', '": 7'))
+        self.assertTrue(lrtest.wait_until(
+            lambda: agent_digest() == lrtest.sha256(aj.encode()), 10, 0.1), log())
+        self.assertIn("Maxconn: 777", lrtest.haproxy_cmd(stack.stats_sock, "show info"))
+        self.assertIn("external HAProxy and agent", log())
+        self.assertNotIn("started agent", log())
+        self.assertNotIn("started haproxy", log())
+        # the same HAProxy master and the same agent process: control spawned nothing
+        self.assertEqual(re.search(r"^(\d+)\s+master", master0, re.M).group(1),
+                         re.search(r"^(\d+)\s+master",
+                                   lrtest.haproxy_cmd(msock, "show proc;quit"), re.M).group(1))
+        self.assertTrue(agent.alive())
+        self.assertTrue(stack.wait_spoa(True, 15))
+        r = stack.http("POST", "/v1/embeddings", [("Content-Type", "application/json")], b"{}")
+        self.assertEqual((r.status, r.json().get("mock")), (200, "openai"), r)
+
+        # The agent stopped (its socket gone): a change is rendered; the agent reads it when
+        # it starts again.
+        stack.expect_agent_answers = False
+        rc, forced = agent.stop()
+        self.assertEqual((rc, forced), (0, False))
+        self.assertFalse(os.path.exists(stack.path("agent.sock")))
+        write({"routing": {"circuit_breaker": {"open_secs": 8}}})
+        self.assertTrue(lrtest.wait_until(
+            lambda: "agent not running (no %s)" % stack.path("agent.sock") in log(), 10, 0.05),
+            log())
+
+        # A stale socket nobody listens on: refused connections, retried every 5 s until the
+        # agent is back.
+        import socket
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(stack.path("agent.sock"))
+        stale.close()
+        write({"routing": {"circuit_breaker": {"open_secs": 9}}})
+        self.assertTrue(lrtest.wait_until(
+            lambda: "agent admin API unreachable" in log(), 10, 0.05), log())
+        self.assertIn("retrying every 5s", log())
+        n_applied = log().count("applied the new settings through its admin API")
+        os.unlink(stack.path("agent.sock"))
+        stack.start_agent()
+        aj = lrtest.read_text(stack.path("agent.json"))
+        self.assertIn('"open_secs": 9', aj.replace('":9', '": 9'))
+        self.assertTrue(lrtest.wait_until(
+            lambda: log().count("applied the new settings through its admin API") > n_applied,
+            20, 0.2), "no retry reached the restarted agent\n" + log()[-3000:])
+        self.assertEqual(agent_digest(), lrtest.sha256(aj.encode()))
+
+        # SIGTERM: control exits 0, HAProxy (not its own) keeps running with its sockets.
+        control = stack.procs["control"]
+        control.send_signal(signal.SIGTERM)
+        self.assertEqual(control.wait(10), 0, log())
+        self.assertTrue(lrtest.stat_is_socket(msock))
+        self.assertTrue(lrtest.stat_is_socket(stack.stats_sock))
+        self.assertFalse(os.path.exists(stack.path("control.pid")))
+        self.assertTrue(stack.wait_spoa(True, 15))
+        r = stack.http("POST", "/v1/embeddings", [("Content-Type", "application/json")], b"{}")
+        self.assertEqual(r.status, 200, r)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,8 @@ the environment (OPENAI_API_KEY, ANTHROPIC_API_KEY, and GROQ_API_KEY through ${G
 and one key written literally in the YAML. Requests go through bypass with key injection
 (the mocks see the keys: proof they were in use). Then every file in the run directory, every
 captured log (control, agent and HAProxy all write to the control's stdout/stderr under
-`up`), and the output and files of `validate` and `render` (standalone and boltin) are
-searched for the key values: none may appear.
-
-Not covered yet: `lunaroute-control status` (not implemented; issue 4).
+`up`), the output of `status` and `switch-provider`, and the output and files of `validate`
+and `render` (standalone and boltin) are searched for the key values: none may appear.
 """
 
 import os
@@ -104,6 +102,16 @@ class Secrets(lrtest.LRTestCase):
         r = s.control("validate", "--config", bad)
         self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
         self.assert_clean("output of a failing validate", r.stdout + r.stderr)
+
+        # status (agent admin API + HAProxy runtime API) and switch-provider: no key either
+        r = s.control("switch-provider", "groq", "--run-dir", s.run_dir)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assert_clean("output of switch-provider", r.stdout + r.stderr)
+        r = s.control("status", "--run-dir", s.run_dir)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn('"provider": "groq"', r.stdout)  # a real status document
+        self.assertIn("lr_provider_mistral", r.stdout)
+        self.assert_clean("output of status", r.stdout + r.stderr)
 
         # HUP reload: re-render and agent re-read, logged at debug level
         s.procs["control"].send_signal(1)
