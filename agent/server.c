@@ -45,7 +45,7 @@ struct spop_client {
     uint64_t id;
     int fd;
     ev_io rio, wio;
-    ev_timer timer; /* linger only */
+    ev_timer timer; /* frame timeout while reading, linger after our last frame */
     enum sc_state state;
     struct spop_conn proto;
     struct lr_buf in, out;
@@ -102,6 +102,7 @@ void server_options_default(struct server_options *o)
     memset(o, 0, sizeof(*o));
     o->drain_timeout = 5.0;
     o->spop_linger = 1.0;
+    o->spop_frame_timeout = 5.0;
     engine_http_config_default(&o->engine);
 }
 
@@ -290,6 +291,16 @@ static void sc_process(struct spop_client *c)
         sc_set_state(c, SC_FLUSH_CLOSE);
         return;
     }
+    /* The frame timer runs while a HELLO or a begun frame is incomplete; only a complete
+     * frame restarts it, so trickling bytes does not keep a connection alive. */
+    struct ev_loop *loop = c->t->loop;
+    if (c->proto.state == SPOP_CS_READY && c->in.len == 0) {
+        ev_timer_stop(loop, &c->timer);
+    } else if (consumed || !ev_is_active(&c->timer)) {
+        ev_timer_stop(loop, &c->timer);
+        ev_timer_set(&c->timer, c->t->srv->opt.spop_frame_timeout, 0.);
+        ev_timer_start(loop, &c->timer);
+    }
     if (c->in.len + SC_READ_CHUNK > c->in_limit) {
         /* The core bounds a partial frame by max_frame + 4; this cannot happen. */
         lr_err("spop conn %llu: %zu bytes pending without a complete frame",
@@ -379,7 +390,19 @@ static void sc_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    sc_close(w->data);
+    struct spop_client *c = w->data;
+    if (c->state != SC_READING) {
+        sc_close(c); /* the linger is over */
+        return;
+    }
+    stats_spop_error(SPOP_ST_TIMEOUT);
+    lr_warn("spop conn %llu: closing: %s (%s, %zu bytes pending)", (unsigned long long)c->id,
+            spop_status_to_str(SPOP_ST_TIMEOUT),
+            c->proto.state == SPOP_CS_READY ? "frame incomplete" : "no HELLO", c->in.len);
+    (void)spop_conn_disconnect(&c->proto, SPOP_ST_TIMEOUT, "frame timeout", &c->out);
+    lr_buf_reset(&c->in);
+    sc_set_state(c, SC_FLUSH_CLOSE);
+    sc_flush(c);
 }
 
 static void sc_flush(struct spop_client *c)
@@ -406,6 +429,7 @@ static void sc_flush(struct spop_client *c)
         /* Half-close and wait for the peer's close so our last frame is not lost to a RST. */
         shutdown(c->fd, SHUT_WR);
         sc_set_state(c, SC_LINGER);
+        ev_timer_stop(loop, &c->timer);
         ev_timer_set(&c->timer, c->t->srv->opt.spop_linger, 0.);
         ev_timer_start(loop, &c->timer);
     }
@@ -432,7 +456,7 @@ static void spoa_on_accept(void *ud, int fd)
     c->rio.data = c;
     ev_io_init(&c->wio, sc_write_cb, fd, EV_WRITE);
     c->wio.data = c;
-    ev_timer_init(&c->timer, sc_timer_cb, 1., 0.);
+    ev_timer_init(&c->timer, sc_timer_cb, t->srv->opt.spop_frame_timeout, 0.);
     c->timer.data = c;
     c->next = t->clients;
     if (t->clients)
@@ -443,6 +467,7 @@ static void spoa_on_accept(void *ud, int fd)
     stats_inc(STATS_SPOP_CONN_TOTAL);
     lr_debug("spop conn %llu: accepted on thread %u", (unsigned long long)c->id, t->idx);
     ev_io_start(t->loop, &c->rio);
+    ev_timer_start(t->loop, &c->timer); /* the HELLO must come in time */
 }
 
 static void engine_on_accept(void *ud, int fd)
@@ -757,6 +782,8 @@ struct server *server_new(struct agent_settings *s, const struct server_options 
         server_options_default(&srv->opt);
     if (srv->opt.drain_timeout <= 0)
         srv->opt.drain_timeout = 5.0;
+    if (srv->opt.spop_frame_timeout <= 0)
+        srv->opt.spop_frame_timeout = 5.0;
     if (srv->opt.spop_linger <= 0)
         srv->opt.spop_linger = 1.0;
     if (!srv->opt.engine.header_timeout)
