@@ -397,10 +397,13 @@ class MockStream:
                  the peer goes away or `max_secs` passed (for client-disconnect tests).
     While waiting between chunks the mock watches its socket: when the peer closed it (EOF)
     or a write fails, `closed_at` is set (monotonic) and the stream stops. `finished` is an
-    Event set when the handler is done with the stream, however it ended."""
+    Event set when the handler is done with the stream, however it ended.
+    framing="length": a plain (non-chunked) body with content-length = the chunks' total,
+                 still written piece by piece (a slow non-streamed answer; no `endless`)."""
 
     def __init__(self, chunks, delay=0.3, status=200, headers=None, first_delay=0.0,
-                 close_after=None, endless=False, filler=None, max_secs=30.0):
+                 close_after=None, endless=False, filler=None, max_secs=30.0,
+                 framing="chunked"):
         self.chunks = [c.encode() if isinstance(c, str) else c for c in chunks]
         self.delay = delay
         self.status = status
@@ -411,6 +414,7 @@ class MockStream:
         self.endless = endless
         self.filler = filler.encode() if isinstance(filler, str) else filler
         self.max_secs = max_secs
+        self.framing = framing
         self.sent_at = []
         self.headers_at = None
         self.closed_at = None
@@ -613,7 +617,11 @@ class _MockHandler(_httpserver.BaseHTTPRequestHandler):
         self.send_response(s.status)
         for k, v in s.headers:
             self.send_header(k, v)
-        self.send_header("Transfer-Encoding", "chunked")
+        plain = s.framing == "length"
+        if plain:
+            self.send_header("Content-Length", str(sum(len(c) for c in s.chunks)))
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self.wfile.flush()
         s.headers_at = time.monotonic()
@@ -638,7 +646,7 @@ class _MockHandler(_httpserver.BaseHTTPRequestHandler):
                 return
             if i and self._stream_wait(s, s.delay_before(i)):
                 return
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(c), c))
+            self.wfile.write(c if plain else b"%x\r\n%s\r\n" % (len(c), c))
             self.wfile.flush()
             s.sent_at.append(time.monotonic())
             i += 1
@@ -649,7 +657,8 @@ class _MockHandler(_httpserver.BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
-        self.wfile.write(b"0\r\n\r\n")
+        if not plain:
+            self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
@@ -1349,6 +1358,96 @@ class SpopPeer:
             self.sock.close()
         except OSError:
             pass
+
+
+TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
+              "05": "FIN_WAIT2", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT",
+              "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING"}
+
+
+def proc_fds(pid):
+    """(tcp, other): the TCP sockets among pid's fds as [(state, local_port, remote_port)], and
+    the count of its other fds (files, pipes, eventfds, unix sockets, ...)."""
+    try:
+        fd_dir = "/proc/%d/fd" % pid
+        links = []
+        for fd in os.listdir(fd_dir):
+            try:
+                links.append(os.readlink(os.path.join(fd_dir, fd)))
+            except OSError:
+                pass
+    except OSError:
+        return [], 0
+    inodes = {l[8:-1] for l in links if l.startswith("socket:[")}
+    tcp = []
+    for fn in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(fn) as f:
+                next(f)
+                for line in f:
+                    p = line.split()
+                    if p[9] in inodes:
+                        inodes.discard(p[9])
+                        tcp.append((TCP_STATES.get(p[3], p[3]), int(p[1].rsplit(":", 1)[1], 16),
+                                    int(p[2].rsplit(":", 1)[1], 16)))
+        except OSError:
+            pass
+    return tcp, len(links) - len(tcp)
+
+
+def proc_fd_kinds(pid):
+    """{"tcp": [(state, local_port, remote_port)], "unix": n, "unhashed": [fd], "other": n}:
+    pid's fds by kind ("unhashed": sockets in no table — a TCP socket in state CLOSE, i.e.
+    reset or finished but not closed by its owner; "other": files, pipes, eventfds...)."""
+    tcp, _ = proc_fds(pid)
+    links = proc_fd_links(pid)
+    unhashed = proc_unhashed_sockets(pid)
+    unix_inodes = set()
+    try:
+        with open("/proc/net/unix") as f:
+            next(f)
+            for line in f:
+                p = line.split()
+                if len(p) > 6:
+                    unix_inodes.add(p[6])
+    except OSError:
+        pass
+    socks = [l[8:-1] for l in links.values() if l.startswith("socket:[")]
+    return {"tcp": tcp, "unix": sum(1 for i in socks if i in unix_inodes),
+            "unhashed": unhashed, "other": len(links) - len(socks)}
+
+
+def proc_unhashed_sockets(pid):
+    """Socket fds of pid that are neither in /proc/net/tcp{,6} nor /proc/net/unix: TCP
+    sockets in state CLOSE (e.g. reset by the peer and not closed by us), UDP, netlink..."""
+    links = proc_fd_links(pid)
+    inodes = {l[8:-1]: fd for fd, l in links.items() if l.startswith("socket:[")}
+    for fn, col in (("/proc/net/tcp", 9), ("/proc/net/tcp6", 9), ("/proc/net/unix", 6)):
+        try:
+            with open(fn) as f:
+                next(f)
+                for line in f:
+                    p = line.split()
+                    if len(p) > col:
+                        inodes.pop(p[col], None)
+        except OSError:
+            pass
+    return sorted(inodes.values())
+
+
+def proc_fd_links(pid):
+    """{fd: what it points to} (for messages)."""
+    fd_dir = "/proc/%d/fd" % pid
+    out = {}
+    try:
+        for fd in os.listdir(fd_dir):
+            try:
+                out[int(fd)] = os.readlink(os.path.join(fd_dir, fd))
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return out
 
 
 def proc_fd_count(pid):
