@@ -2,7 +2,7 @@
 HAProxy: conflicting content-length + transfer-encoding, two different content-lengths,
 stacked or obfuscated transfer-encodings (`chunked, identity`, `identity, chunked`,
 `Transfer-Encoding : chunked`, `xchunked`, two TE headers), an obs-fold line hiding a
-content-length, bad chunk sizes, chunk data not followed by CRLF.
+content-length, bad chunk sizes, chunk data not followed by CRLF, bare CR / bare LF line ends.
 
 Each attempt carries a second, valid request right behind the first one's framing
 (POST /v1/chat/completions?smuggled=1): a parser that got the framing wrong would answer it
@@ -65,6 +65,11 @@ CASES = {
     # the engine port can be tricked with it.
     "obs_fold_hides_cl": (HEAD + b"X-Pad: a\r\n Content-Length: %d\r\n\r\n" % len(SMUGGLED),
                           "openai", None),
+    "bare_cr_in_header": (HEAD + b"X-A: a\rContent-Length: 0\r\nContent-Length: %d\r\n\r\n"
+                          % len(BODY) + BODY, "openai", (400, "haproxy")),
+    # HAProxy takes bare-LF line ends as line ends and forwards CRLF: it agrees with itself.
+    "lf_only_line_ends": (b"POST /v1/chat/completions HTTP/1.1\nHost: x\nContent-Length: %d\n\n"
+                          % len(BODY) + BODY, "openai", None),
     "chunk_size_not_hex": (HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n" + BODY
                            + b"\r\n" + CHUNK0, "openai", (400, "haproxy")),
     "chunk_size_negative": (HEAD + b"Transfer-Encoding: chunked\r\n\r\n-1\r\n" + BODY
