@@ -51,6 +51,9 @@ struct spop_client {
     struct lr_buf in, out;
     size_t out_off;
     size_t in_limit; /* max_frame + 4 + one read */
+    /* `in` holds only a partial frame carried over between reads (≤ max_frame + 4): reads
+     * land in the thread's scratch buffer, complete frames are handled from there, so a
+     * connection costs no input buffer unless a frame straddles two reads. */
     uint64_t seen_frames, seen_notify, seen_acks;
 };
 
@@ -71,6 +74,7 @@ struct server_thread {
     ev_prepare prep;
     struct spop_client *clients, *reap;
     size_t n_clients;
+    uint8_t *scratch; /* SC_READ_CHUNK bytes: every SPOP read of this thread lands here */
     bool draining;
     /* classify result provider pointer -> stats index, valid for `settings` */
     const char *prov_ptr[PROV_CACHE];
@@ -271,13 +275,32 @@ static void sc_count(struct spop_client *c)
     }
 }
 
-/* Hands every complete frame in `in` to the protocol core; answers land in `out`. */
-static void sc_process(struct spop_client *c)
+/* Hands every complete frame of (what `in` carried over) + data[0..n) to the protocol core;
+ * answers land in `out`; a partial frame left at the end is kept in `in`. */
+static void sc_process(struct spop_client *c, const uint8_t *data, size_t n)
 {
     size_t consumed = 0;
+    const uint8_t *p = data;
+    size_t len = n;
+    if (c->in.len) {
+        if (lr_buf_append(&c->in, data, n) < 0) {
+            lr_err("spop conn %llu: out of memory", (unsigned long long)c->id);
+            sc_close(c);
+            return;
+        }
+        p = c->in.data;
+        len = c->in.len;
+    }
     enum spop_feed_result r =
-        spop_conn_feed(&c->proto, c->in.data, c->in.len, &consumed, &c->out, sc_on_notify, c);
-    lr_buf_consume(&c->in, consumed);
+        spop_conn_feed(&c->proto, p, len, &consumed, &c->out, sc_on_notify, c);
+    if (p != data) {
+        lr_buf_consume(&c->in, consumed);
+    } else if (r != SPOP_FEED_CLOSE && consumed < len &&
+               lr_buf_append(&c->in, data + consumed, len - consumed) < 0) {
+        lr_err("spop conn %llu: out of memory", (unsigned long long)c->id);
+        sc_close(c);
+        return;
+    }
     sc_count(c);
     if (r == SPOP_FEED_CLOSE) {
         if (c->proto.status != SPOP_ST_NONE) {
@@ -315,19 +338,14 @@ static void sc_process(struct spop_client *c)
 /* Reads what the socket has (bounded) and processes it. Does not write. */
 static void sc_read_some(struct spop_client *c)
 {
+    uint8_t *buf = c->t->scratch;
     for (int i = 0; i < SC_MAX_READS_PER_EVENT && c->state == SC_READING; i++) {
-        if (!c->in.data && lr_buf_reserve(&c->in, c->in_limit) < 0) {
-            lr_err("spop conn %llu: out of memory", (unsigned long long)c->id);
-            sc_close(c);
-            return;
-        }
         size_t room = c->in_limit - c->in.len;
         if (room > SC_READ_CHUNK)
             room = SC_READ_CHUNK;
-        ssize_t n = read(c->fd, c->in.data + c->in.len, room);
+        ssize_t n = read(c->fd, buf, room);
         if (n > 0) {
-            c->in.len += (size_t)n;
-            sc_process(c);
+            sc_process(c, buf, (size_t)n);
             if ((size_t)n < room)
                 return; /* drained the socket */
             continue;
@@ -692,6 +710,11 @@ static int thread_init(struct server *srv, struct server_thread *t, unsigned idx
         snprintf(err, errlen, "cannot create an event loop");
         return -1;
     }
+    t->scratch = malloc(SC_READ_CHUNK);
+    if (!t->scratch) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     const struct agent_settings *s = srv->current;
     int sfd = net_listen(s->spoa_bind, (uint16_t)srv->spoa_port, LISTEN_BACKLOG, true, err, errlen);
     if (sfd < 0)
@@ -757,6 +780,8 @@ static void thread_destroy(struct server_thread *t)
     ev_prepare_stop(t->loop, &t->prep);
     ev_loop_destroy(t->loop);
     t->loop = NULL;
+    free(t->scratch);
+    t->scratch = NULL;
     agent_settings_unref(t->settings);
     t->settings = NULL;
     engine_gen_unref(t->gen);

@@ -499,6 +499,40 @@ static void test_spop_frame_timeout(void **state)
     close(idle);
 }
 
+/* Frames straddling reads: the partial frame is carried over between reads (reads land in
+ * the thread's scratch buffer) and every frame is answered, in order. */
+static void test_spop_split_frames(void **state)
+{
+    struct fixture *fx = *state;
+    int fd = spop_handshake(server_spoa_port(fx->srv));
+    struct fb f;
+    fb_init(&f);
+    fb_notify(&f, 1, 1, "GET", "/v1/embeddings", 0);
+    fb_notify(&f, 2, 1, "GET", "/v1/embeddings", 1);
+    fb_notify(&f, 3, 1, "GET", "/v1/chat/completions", 0);
+    size_t total = (size_t)(f.p - f.b);
+    /* cut inside the length prefix, inside the first frame, then the rest */
+    size_t cuts[] = {2, 17, total};
+    size_t off = 0;
+    for (size_t i = 0; i < 3; i++) {
+        send_all(fd, f.b + off, cuts[i] - off);
+        off = cuts[i];
+        usleep(50000); /* separate reads */
+    }
+    static const char *const backends[] = {"lr_provider_openai", "lr_provider_anthropic",
+                                           LR_ENGINE_BACKEND};
+    for (uint64_t sid = 1; sid <= 3; sid++) {
+        struct rframe r;
+        assert_int_equal(read_frame(fd, &r), 0);
+        assert_int_equal(r.type, SPOP_FRM_ACK);
+        assert_int_equal(r.sid, sid);
+        struct vars v;
+        ack_vars(&r, &v);
+        assert_string_equal(v.backend, backends[sid - 1]);
+    }
+    close(fd);
+}
+
 static void test_engine_and_healthcheck(void **state)
 {
     struct fixture *fx = *state;
@@ -678,6 +712,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_spop_classify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_engine_and_healthcheck, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spop_frame_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spop_split_frames, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
         cmocka_unit_test(test_admin_reload),
     };
