@@ -19,6 +19,7 @@ LRTEST_VERBOSE=1 (see README.md).
 
 import atexit
 import ctypes
+import errno
 import http.client as _httpclient
 import http.server as _httpserver
 import json
@@ -688,7 +689,16 @@ class MockProvider:
         self._cond = threading.Condition(self._lock)
         self.requests = []
         self._routes = {}
-        self._server = _MockServer(("127.0.0.1", 0), _MockHandler)
+        # bind(port 0) with SO_REUSEADDR may hand out a port some connection of a test
+        # running in parallel still uses (test_badinput opens thousands): listen() then fails
+        # with EADDRINUSE. Another port is as good.
+        for attempt in range(10):
+            try:
+                self._server = _MockServer(("127.0.0.1", 0), _MockHandler)
+                break
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE or attempt == 9:
+                    raise
         self._server.mock = self
         self.port = self._server.server_address[1]
         self.host_port = "127.0.0.1:%d" % self.port
