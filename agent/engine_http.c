@@ -75,7 +75,9 @@ struct engine_conn {
     struct lr_buf body; /* buffered for the proxied paths */
     bool want_body;
     bool started, msg_complete, has_av, close_after;
-    int err_status; /* set by a callback that aborts the parse */
+    int err_status;      /* set by a callback that aborts the parse */
+    const char *err_msg; /* its message (static), or NULL for llhttp's error name */
+    const char *exec_at; /* start of the bytes handed to the current llhttp_execute */
 };
 
 struct engine_http {
@@ -795,6 +797,15 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     if (count_header_bytes(c, len) < 0 || c->n_refs == 0)
         return -1;
     struct hdr_ref *r = &c->refs[c->n_refs - 1];
+    /* A value span resumes at the start of the bytes of a new llhttp_execute; one that
+     * starts anywhere else after this header's value ended is an obs-fold line (" foo").
+     * llhttp 8 joins it to the value, so " Content-Length: 5" would vanish into the
+     * previous header: reject (RFC 9112 5.2 allows a server that). */
+    if (c->last_cb == 2 && at != c->exec_at) {
+        c->err_status = 400;
+        c->err_msg = "Header line folding (obs-fold) is not accepted";
+        return -1;
+    }
     if (c->last_cb != 2) {
         r->val_off = c->hb.len;
         r->val_len = 0;
@@ -816,13 +827,29 @@ static int on_headers_complete(llhttp_t *p)
 {
     struct engine_conn *c = pconn(p);
     bool expect_continue = false;
+    unsigned n_te = 0;
+    bool te_plain = false;
     for (size_t i = 0; i < c->n_refs; i++) {
         const struct hdr_ref *r = &c->refs[i];
         if (ref_name_is(c, r, "anthropic-version"))
             c->has_av = true;
-        else if (ref_name_is(c, r, "expect") && r->val_len == 12 &&
-                 strncasecmp((const char *)c->hb.data + r->val_off, "100-continue", 12) == 0)
+        else if (ref_name_is(c, r, "transfer-encoding")) {
+            size_t n = r->val_len;
+            const char *v = (const char *)c->hb.data + r->val_off;
+            while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+                n--;
+            n_te++;
+            te_plain = n == 7 && strncasecmp(v, "chunked", 7) == 0;
+        } else if (ref_name_is(c, r, "expect") && r->val_len == 12 &&
+                   strncasecmp((const char *)c->hb.data + r->val_off, "100-continue", 12) == 0)
             expect_continue = true;
+    }
+    /* Only one framing is accepted: one `transfer-encoding: chunked`, nothing stacked on it
+     * (llhttp takes `identity, chunked`; an intermediary might not). */
+    if (n_te > 1 || (n_te == 1 && !te_plain)) {
+        c->err_status = 400;
+        c->err_msg = "Unsupported transfer-encoding (only a single `chunked` is accepted)";
+        return -1;
     }
     const struct engine_gen *g = conn_gen(c);
     const struct agent_settings *s = g ? g->settings : NULL;
@@ -899,6 +926,7 @@ static void conn_process(struct engine_conn *c)
     const char *p = (const char *)c->in.data;
     const char *end = p + c->in.len;
     while (p < end && c->state < EC_BUSY) {
+        c->exec_at = p;
         llhttp_errno_t err = llhttp_execute(&c->parser, p, (size_t)(end - p));
         if (err == HPE_OK) {
             p = end;
@@ -926,6 +954,8 @@ static void conn_process(struct engine_conn *c)
             conn_fail(c, 413, "Request body too large");
         else if (c->err_status == 431)
             conn_fail(c, 431, "Request header fields too large");
+        else if (c->err_msg)
+            conn_fail(c, 400, c->err_msg);
         else
             conn_fail(c, 400, llhttp_errno_name(err));
         break;

@@ -1,6 +1,7 @@
 /* Routing decision and shared per-provider health (router.h, DESIGN §8). */
 #include "router.h"
 
+#include "lr_regex.h"
 #include "retry_after.h"
 #include "settings.h"
 
@@ -228,10 +229,8 @@ static int router_parse_rule(const struct agent_settings *s, const json_t *o, si
         router_err(err, errlen, "rule '%s': model_pattern: expected a string", r->name);
         return -1;
     }
-    int rc = regcomp(&r->re, pattern, REG_EXTENDED | REG_NOSUB);
-    if (rc != 0) {
-        char msg[128];
-        regerror(rc, &r->re, msg, sizeof(msg));
+    char msg[128];
+    if (lr_regex_compile(&r->re, pattern, REG_EXTENDED | REG_NOSUB, msg, sizeof(msg)) < 0) {
         router_err(err, errlen, "rule '%s': bad model_pattern '%.64s': %s", r->name, pattern, msg);
         return -1;
     }

@@ -45,12 +45,15 @@ struct spop_client {
     uint64_t id;
     int fd;
     ev_io rio, wio;
-    ev_timer timer; /* linger only */
+    ev_timer timer; /* frame timeout while reading, linger after our last frame */
     enum sc_state state;
     struct spop_conn proto;
     struct lr_buf in, out;
     size_t out_off;
     size_t in_limit; /* max_frame + 4 + one read */
+    /* `in` holds only a partial frame carried over between reads (≤ max_frame + 4): reads
+     * land in the thread's scratch buffer, complete frames are handled from there, so a
+     * connection costs no input buffer unless a frame straddles two reads. */
     uint64_t seen_frames, seen_notify, seen_acks;
 };
 
@@ -71,6 +74,7 @@ struct server_thread {
     ev_prepare prep;
     struct spop_client *clients, *reap;
     size_t n_clients;
+    uint8_t *scratch; /* SC_READ_CHUNK bytes: every SPOP read of this thread lands here */
     bool draining;
     /* classify result provider pointer -> stats index, valid for `settings` */
     const char *prov_ptr[PROV_CACHE];
@@ -102,6 +106,7 @@ void server_options_default(struct server_options *o)
     memset(o, 0, sizeof(*o));
     o->drain_timeout = 5.0;
     o->spop_linger = 1.0;
+    o->spop_frame_timeout = 5.0;
     engine_http_config_default(&o->engine);
 }
 
@@ -270,13 +275,32 @@ static void sc_count(struct spop_client *c)
     }
 }
 
-/* Hands every complete frame in `in` to the protocol core; answers land in `out`. */
-static void sc_process(struct spop_client *c)
+/* Hands every complete frame of (what `in` carried over) + data[0..n) to the protocol core;
+ * answers land in `out`; a partial frame left at the end is kept in `in`. */
+static void sc_process(struct spop_client *c, const uint8_t *data, size_t n)
 {
     size_t consumed = 0;
+    const uint8_t *p = data;
+    size_t len = n;
+    if (c->in.len) {
+        if (lr_buf_append(&c->in, data, n) < 0) {
+            lr_err("spop conn %llu: out of memory", (unsigned long long)c->id);
+            sc_close(c);
+            return;
+        }
+        p = c->in.data;
+        len = c->in.len;
+    }
     enum spop_feed_result r =
-        spop_conn_feed(&c->proto, c->in.data, c->in.len, &consumed, &c->out, sc_on_notify, c);
-    lr_buf_consume(&c->in, consumed);
+        spop_conn_feed(&c->proto, p, len, &consumed, &c->out, sc_on_notify, c);
+    if (p != data) {
+        lr_buf_consume(&c->in, consumed);
+    } else if (r != SPOP_FEED_CLOSE && consumed < len &&
+               lr_buf_append(&c->in, data + consumed, len - consumed) < 0) {
+        lr_err("spop conn %llu: out of memory", (unsigned long long)c->id);
+        sc_close(c);
+        return;
+    }
     sc_count(c);
     if (r == SPOP_FEED_CLOSE) {
         if (c->proto.status != SPOP_ST_NONE) {
@@ -289,6 +313,16 @@ static void sc_process(struct spop_client *c)
         }
         sc_set_state(c, SC_FLUSH_CLOSE);
         return;
+    }
+    /* The frame timer runs while a HELLO or a begun frame is incomplete; only a complete
+     * frame restarts it, so trickling bytes does not keep a connection alive. */
+    struct ev_loop *loop = c->t->loop;
+    if (c->proto.state == SPOP_CS_READY && c->in.len == 0) {
+        ev_timer_stop(loop, &c->timer);
+    } else if (consumed || !ev_is_active(&c->timer)) {
+        ev_timer_stop(loop, &c->timer);
+        ev_timer_set(&c->timer, c->t->srv->opt.spop_frame_timeout, 0.);
+        ev_timer_start(loop, &c->timer);
     }
     if (c->in.len + SC_READ_CHUNK > c->in_limit) {
         /* The core bounds a partial frame by max_frame + 4; this cannot happen. */
@@ -304,19 +338,14 @@ static void sc_process(struct spop_client *c)
 /* Reads what the socket has (bounded) and processes it. Does not write. */
 static void sc_read_some(struct spop_client *c)
 {
+    uint8_t *buf = c->t->scratch;
     for (int i = 0; i < SC_MAX_READS_PER_EVENT && c->state == SC_READING; i++) {
-        if (!c->in.data && lr_buf_reserve(&c->in, c->in_limit) < 0) {
-            lr_err("spop conn %llu: out of memory", (unsigned long long)c->id);
-            sc_close(c);
-            return;
-        }
         size_t room = c->in_limit - c->in.len;
         if (room > SC_READ_CHUNK)
             room = SC_READ_CHUNK;
-        ssize_t n = read(c->fd, c->in.data + c->in.len, room);
+        ssize_t n = read(c->fd, buf, room);
         if (n > 0) {
-            c->in.len += (size_t)n;
-            sc_process(c);
+            sc_process(c, buf, (size_t)n);
             if ((size_t)n < room)
                 return; /* drained the socket */
             continue;
@@ -379,7 +408,19 @@ static void sc_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    sc_close(w->data);
+    struct spop_client *c = w->data;
+    if (c->state != SC_READING) {
+        sc_close(c); /* the linger is over */
+        return;
+    }
+    stats_spop_error(SPOP_ST_TIMEOUT);
+    lr_warn("spop conn %llu: closing: %s (%s, %zu bytes pending)", (unsigned long long)c->id,
+            spop_status_to_str(SPOP_ST_TIMEOUT),
+            c->proto.state == SPOP_CS_READY ? "frame incomplete" : "no HELLO", c->in.len);
+    (void)spop_conn_disconnect(&c->proto, SPOP_ST_TIMEOUT, "frame timeout", &c->out);
+    lr_buf_reset(&c->in);
+    sc_set_state(c, SC_FLUSH_CLOSE);
+    sc_flush(c);
 }
 
 static void sc_flush(struct spop_client *c)
@@ -406,6 +447,7 @@ static void sc_flush(struct spop_client *c)
         /* Half-close and wait for the peer's close so our last frame is not lost to a RST. */
         shutdown(c->fd, SHUT_WR);
         sc_set_state(c, SC_LINGER);
+        ev_timer_stop(loop, &c->timer);
         ev_timer_set(&c->timer, c->t->srv->opt.spop_linger, 0.);
         ev_timer_start(loop, &c->timer);
     }
@@ -432,7 +474,7 @@ static void spoa_on_accept(void *ud, int fd)
     c->rio.data = c;
     ev_io_init(&c->wio, sc_write_cb, fd, EV_WRITE);
     c->wio.data = c;
-    ev_timer_init(&c->timer, sc_timer_cb, 1., 0.);
+    ev_timer_init(&c->timer, sc_timer_cb, t->srv->opt.spop_frame_timeout, 0.);
     c->timer.data = c;
     c->next = t->clients;
     if (t->clients)
@@ -443,6 +485,7 @@ static void spoa_on_accept(void *ud, int fd)
     stats_inc(STATS_SPOP_CONN_TOTAL);
     lr_debug("spop conn %llu: accepted on thread %u", (unsigned long long)c->id, t->idx);
     ev_io_start(t->loop, &c->rio);
+    ev_timer_start(t->loop, &c->timer); /* the HELLO must come in time */
 }
 
 static void engine_on_accept(void *ud, int fd)
@@ -667,6 +710,11 @@ static int thread_init(struct server *srv, struct server_thread *t, unsigned idx
         snprintf(err, errlen, "cannot create an event loop");
         return -1;
     }
+    t->scratch = malloc(SC_READ_CHUNK);
+    if (!t->scratch) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     const struct agent_settings *s = srv->current;
     int sfd = net_listen(s->spoa_bind, (uint16_t)srv->spoa_port, LISTEN_BACKLOG, true, err, errlen);
     if (sfd < 0)
@@ -732,6 +780,8 @@ static void thread_destroy(struct server_thread *t)
     ev_prepare_stop(t->loop, &t->prep);
     ev_loop_destroy(t->loop);
     t->loop = NULL;
+    free(t->scratch);
+    t->scratch = NULL;
     agent_settings_unref(t->settings);
     t->settings = NULL;
     engine_gen_unref(t->gen);
@@ -757,6 +807,8 @@ struct server *server_new(struct agent_settings *s, const struct server_options 
         server_options_default(&srv->opt);
     if (srv->opt.drain_timeout <= 0)
         srv->opt.drain_timeout = 5.0;
+    if (srv->opt.spop_frame_timeout <= 0)
+        srv->opt.spop_frame_timeout = 5.0;
     if (srv->opt.spop_linger <= 0)
         srv->opt.spop_linger = 1.0;
     if (!srv->opt.engine.header_timeout)

@@ -21,6 +21,9 @@ struct server_options {
     bool handle_signals;       /* SIGHUP/SIGTERM/SIGINT on the default loop (the binary) */
     double drain_timeout;      /* seconds to wait for connections on stop (default 5) */
     double spop_linger;        /* after our last SPOP frame, wait this long for the peer's close */
+    double spop_frame_timeout; /* a HELLO, or a frame begun, must be complete within this
+                                * (default 5 s; HAProxy writes whole frames): else a
+                                * DISCONNECT with status 2 (timeout) */
     struct engine_http_config engine;
 };
 void server_options_default(struct server_options *o);

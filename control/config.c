@@ -19,6 +19,7 @@
 #include "config.h"
 
 #include "log.h"
+#include "lr_regex.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -1391,10 +1392,8 @@ static void set_pattern(struct ctx *x, struct cfg_rule *r, struct rule_nodes *rn
     r->model_pattern = s;
     rn->pattern = v;
     regex_t re;
-    int rc = regcomp(&re, s, REG_EXTENDED | REG_NOSUB);
-    if (rc != 0) {
-        char msg[128];
-        regerror(rc, &re, msg, sizeof(msg));
+    char msg[128];
+    if (lr_regex_compile(&re, s, REG_EXTENDED | REG_NOSUB, msg, sizeof(msg)) < 0) {
         err_node(x, v, "%s: invalid regular expression: %s", path, msg);
     } else
         regfree(&re);
@@ -1931,8 +1930,7 @@ static void parse_root(struct ctx *x, yaml_node_t *root)
 {
     static const char *const keys[] = {"api_dialect", "providers",   "bypass",  "intercept",
                                        "routing",     "http_server", "haproxy", "agent",
-                                       "run_dir",     "logging",     "boltin",
-                                       "translation"};
+                                       "run_dir",     "logging",     "boltin",  "translation"};
     /* LunaRoute's top-level keys we accept and ignore: ServerConfig's host, port,
      * session_recording, session_stats_max_sessions, ui; and server, observability,
      * listeners from its shipped example configs. host/port are not mapped onto

@@ -19,6 +19,7 @@ LRTEST_VERBOSE=1 (see README.md).
 
 import atexit
 import ctypes
+import errno
 import http.client as _httpclient
 import http.server as _httpserver
 import json
@@ -397,10 +398,13 @@ class MockStream:
                  the peer goes away or `max_secs` passed (for client-disconnect tests).
     While waiting between chunks the mock watches its socket: when the peer closed it (EOF)
     or a write fails, `closed_at` is set (monotonic) and the stream stops. `finished` is an
-    Event set when the handler is done with the stream, however it ended."""
+    Event set when the handler is done with the stream, however it ended.
+    framing="length": a plain (non-chunked) body with content-length = the chunks' total,
+                 still written piece by piece (a slow non-streamed answer; no `endless`)."""
 
     def __init__(self, chunks, delay=0.3, status=200, headers=None, first_delay=0.0,
-                 close_after=None, endless=False, filler=None, max_secs=30.0, rst=False):
+                 close_after=None, endless=False, filler=None, max_secs=30.0, rst=False,
+                 framing="chunked"):
         self.chunks = [c.encode() if isinstance(c, str) else c for c in chunks]
         self.delay = delay
         self.status = status
@@ -412,6 +416,7 @@ class MockStream:
         self.endless = endless
         self.filler = filler.encode() if isinstance(filler, str) else filler
         self.max_secs = max_secs
+        self.framing = framing
         self.sent_at = []
         self.headers_at = None
         self.closed_at = None
@@ -624,7 +629,11 @@ class _MockHandler(_httpserver.BaseHTTPRequestHandler):
         self.send_response(s.status)
         for k, v in s.headers:
             self.send_header(k, v)
-        self.send_header("Transfer-Encoding", "chunked")
+        plain = s.framing == "length"
+        if plain:
+            self.send_header("Content-Length", str(sum(len(c) for c in s.chunks)))
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self.wfile.flush()
         s.headers_at = time.monotonic()
@@ -645,14 +654,15 @@ class _MockHandler(_httpserver.BaseHTTPRequestHandler):
                 return
             if i and self._stream_wait(s, s.delay_before(i)):
                 return
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(c), c))
+            self.wfile.write(c if plain else b"%x\r\n%s\r\n" % (len(c), c))
             self.wfile.flush()
             s.sent_at.append(time.monotonic())
             i += 1
         if s.close_after is not None and i >= s.close_after:
             self._die(s)
             return
-        self.wfile.write(b"0\r\n\r\n")
+        if not plain:
+            self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
@@ -713,7 +723,16 @@ class MockProvider:
         _LIVE_MOCKS.add(self)
 
     def _serve_on(self, port):
-        self._server = _MockServer(("127.0.0.1", port), _MockHandler)
+        # bind(port 0) with SO_REUSEADDR may hand out a port some connection of a test
+        # running in parallel still uses (test_badinput opens thousands): listen() then fails
+        # with EADDRINUSE. Another port is as good (not so when serving again on our own).
+        for attempt in range(10):
+            try:
+                self._server = _MockServer(("127.0.0.1", port), _MockHandler)
+                break
+            except OSError as e:
+                if port or e.errno != errno.EADDRINUSE or attempt == 9:
+                    raise
         self._server.mock = self
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.1},
@@ -1030,6 +1049,73 @@ class RawStream:
         self.sock.close()
 
 
+class LoadClient:
+    """A bounded load client: `threads` threads, each sending `method path` through `port`
+    again and again (a new connection every `per_conn` requests) until stop(). Every
+    response is checked with check(Response) -> None or a failure text; failures (errors,
+    timeouts, bad answers) are kept, never retried."""
+
+    def __init__(self, port, path="/v1/embeddings", method="POST", body=b'{"input":"x"}',
+                 headers=None, threads=2, per_conn=5, check=None, timeout=10.0):
+        self.port, self.path, self.method, self.body = port, path, method, body
+        self.headers = list(headers or [("Content-Type", "application/json")])
+        self.nthreads, self.per_conn, self.timeout = threads, per_conn, timeout
+        self.check = check or (lambda r: None if r.status == 200 else "status %d" % r.status)
+        self.ok = 0
+        self.failures = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = []
+
+    def _run(self):
+        conn = None
+        n = 0
+        while not self._stop.is_set():
+            try:
+                if conn is None or n >= self.per_conn:
+                    if conn is not None:
+                        conn.close()
+                    conn = _httpclient.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+                    n = 0
+                conn.request(self.method, self.path, body=self.body, headers=dict(self.headers))
+                r = conn.getresponse()
+                resp = Response(r.status, r.reason, list(r.getheaders()), r.read(), r.version)
+                n += 1
+                bad = self.check(resp)
+                if (resp.header("connection") or "").lower() == "close":
+                    conn.close()
+                    conn = None
+            except (OSError, _httpclient.HTTPException) as e:
+                bad = "%s: %s" % (type(e).__name__, e)
+                if conn is not None:
+                    conn.close()
+                conn = None
+            with self._lock:
+                if bad:
+                    self.failures.append(bad)
+                else:
+                    self.ok += 1
+        if conn is not None:
+            conn.close()
+
+    def start(self):
+        for i in range(self.nthreads):
+            t = threading.Thread(target=self._run, name="load-%d" % i, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join(self.timeout + 5)
+        return self.ok, list(self.failures)
+
+    def total(self):
+        with self._lock:
+            return self.ok + len(self.failures)
+
+
 def sse_events(body):
     """Splits an SSE body (bytes or str) into events: a list of dicts with "event", "data"
     (the data lines joined by \\n, or None) and "comments" (the comment lines' text)."""
@@ -1135,6 +1221,318 @@ def parse_show_stat(text):
         vals = l.split(",")
         rows.append(dict(zip(cols, vals)))
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# SPOP, as a (possibly rogue) peer of the agent's SPOP listener sees it (SPOE.txt, HAProxy 2.6).
+
+SPOP_HAPROXY_HELLO, SPOP_HAPROXY_DISCON, SPOP_NOTIFY = 1, 2, 3
+SPOP_AGENT_HELLO, SPOP_AGENT_DISCON, SPOP_ACK = 101, 102, 103
+# DISCONNECT status codes
+SPOP_ST = {"none": 0, "io": 1, "timeout": 2, "too_big": 3, "invalid": 4, "no_vsn": 5,
+           "no_frame_size": 6, "no_cap": 7, "bad_vsn": 8, "bad_frame_size": 9,
+           "frag_not_supported": 10, "interlaced": 11, "frameid_not_found": 12, "res": 13}
+
+
+def spop_varint(v):
+    if v < 240:
+        return bytes([v])
+    out = [(v & 0xFF) | 0xF0]
+    v = (v - 240) >> 4
+    while v >= 128:
+        out.append((v & 0xFF) | 0x80)
+        v = (v - 128) >> 7
+    out.append(v)
+    return bytes(out)
+
+
+def spop_varint_decode(b, i):
+    """(value, next index)."""
+    v = b[i]
+    i += 1
+    if v < 240:
+        return v, i
+    shift = 4
+    while True:
+        c = b[i]
+        i += 1
+        v += c << shift
+        shift += 7
+        if c < 128:
+            return v, i
+
+
+def spop_str(s):
+    b = s.encode() if isinstance(s, str) else s
+    return spop_varint(len(b)) + b
+
+
+def spop_kv_str(k, v):
+    return spop_str(k) + b"\x08" + spop_str(v)
+
+
+def spop_kv_uint(k, v):
+    return spop_str(k) + b"\x03" + spop_varint(v)
+
+
+def spop_frame(ftype, payload, sid=0, fid=0, flags=1):
+    """One frame: 4-byte length, type, flags (1 = FIN), stream-id, frame-id, payload."""
+    import struct
+    body = bytes([ftype]) + struct.pack(">I", flags) + spop_varint(sid) + spop_varint(fid) + payload
+    return struct.pack(">I", len(body)) + body
+
+
+def spop_hello(versions="2.0", max_frame=16380, caps="pipelining", healthcheck=False,
+               flags=1):
+    """HAPROXY-HELLO; versions / max_frame / caps = None leaves that item out."""
+    p = b""
+    if versions is not None:
+        p += spop_kv_str("supported-versions", versions)
+    if max_frame is not None:
+        p += spop_kv_uint("max-frame-size", max_frame)
+    if caps is not None:
+        p += spop_kv_str("capabilities", caps)
+    p += spop_kv_str("engine-id", "lrtest-rogue")
+    if healthcheck:
+        p += spop_str("healthcheck") + b"\x11"
+    return spop_frame(SPOP_HAPROXY_HELLO, p, flags=flags)
+
+
+def spop_notify(sid, fid, method="GET", path="/v1/embeddings", flags=1):
+    """A lunaroute-classify NOTIFY like HAProxy's."""
+    p = spop_str("lunaroute-classify") + bytes([5])
+    p += spop_kv_str("method", method) + spop_kv_str("path", path)
+    p += spop_str("av") + b"\x02" + spop_varint(0)
+    p += spop_str("xk") + b"\x02" + spop_varint(0)
+    p += spop_str("auth") + b"\x00"
+    return spop_frame(SPOP_NOTIFY, p, sid, fid, flags)
+
+
+def spop_haproxy_disconnect(status=0, message="bye"):
+    return spop_frame(SPOP_HAPROXY_DISCON, spop_kv_uint("status-code", status)
+                      + spop_kv_str("message", message))
+
+
+def spop_kv_decode(payload):
+    """KV-LIST -> {name: value} (ints, strings, bools; other types as raw bytes)."""
+    out = {}
+    i = 0
+    while i < len(payload):
+        n, i = spop_varint_decode(payload, i)
+        name = payload[i:i + n].decode("utf-8", "replace")
+        i += n
+        t = payload[i]
+        i += 1
+        typ = t & 0x0F
+        if typ == 0:
+            v = None
+        elif typ == 1:
+            v = bool(t & 0x10)
+        elif typ in (2, 3, 4, 5):
+            v, i = spop_varint_decode(payload, i)
+        elif typ == 6:
+            v, i = payload[i:i + 4], i + 4
+        elif typ == 7:
+            v, i = payload[i:i + 16], i + 16
+        else:
+            n, i = spop_varint_decode(payload, i)
+            v = payload[i:i + n]
+            i += n
+            if typ == 8:
+                v = v.decode("utf-8", "replace")
+        out[name] = v
+    return out
+
+
+class SpopFrame:
+    def __init__(self, ftype, flags, sid, fid, payload):
+        self.type, self.flags, self.sid, self.fid, self.payload = ftype, flags, sid, fid, payload
+
+    def kv(self):
+        return spop_kv_decode(self.payload)
+
+    def __repr__(self):
+        return "<SpopFrame type=%d sid=%d fid=%d %r>" % (self.type, self.sid, self.fid,
+                                                         self.payload[:80])
+
+
+class SpopPeer:
+    """A raw SPOP connection to the agent: send bytes, read whole frames, see the close."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=10.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.eof = False
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("no frame in time")
+        self.sock.settimeout(left)
+        try:
+            d = self.sock.recv(65536)
+        except ConnectionResetError:
+            d = b""
+        if not d:
+            self.eof = True
+        self.buf += d
+
+    def read_frame(self, timeout=5.0):
+        """The next frame, or None when the agent closed first. Raises socket.timeout."""
+        import struct
+        deadline = time.monotonic() + timeout
+        while len(self.buf) < 4 and not self.eof:
+            self._fill(deadline)
+        if len(self.buf) < 4:
+            return None
+        n = struct.unpack(">I", self.buf[:4])[0]
+        while len(self.buf) < 4 + n and not self.eof:
+            self._fill(deadline)
+        if len(self.buf) < 4 + n:
+            return None
+        f, self.buf = self.buf[4:4 + n], self.buf[4 + n:]
+        flags = struct.unpack(">I", f[1:5])[0]
+        sid, i = spop_varint_decode(f, 5)
+        fid, i = spop_varint_decode(f, i)
+        return SpopFrame(f[0], flags, sid, fid, f[i:])
+
+    def handshake(self, **hello_kw):
+        self.send(spop_hello(**hello_kw))
+        f = self.read_frame()
+        if f is None or f.type != SPOP_AGENT_HELLO:
+            raise AssertionError("no AGENT-HELLO: %r" % f)
+        return f
+
+    def wait_closed(self, timeout=5.0):
+        """True if the agent closes (EOF/RST) within timeout; data meanwhile is kept."""
+        deadline = time.monotonic() + timeout
+        try:
+            while not self.eof:
+                self._fill(deadline)
+        except socket.timeout:
+            return False
+        return True
+
+    def close(self, rst=False):
+        import struct
+        try:
+            if rst:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.sock.close()
+        except OSError:
+            pass
+
+
+TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
+              "05": "FIN_WAIT2", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT",
+              "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING"}
+
+
+def proc_fds(pid):
+    """(tcp, other): the TCP sockets among pid's fds as [(state, local_port, remote_port)], and
+    the count of its other fds (files, pipes, eventfds, unix sockets, ...)."""
+    try:
+        fd_dir = "/proc/%d/fd" % pid
+        links = []
+        for fd in os.listdir(fd_dir):
+            try:
+                links.append(os.readlink(os.path.join(fd_dir, fd)))
+            except OSError:
+                pass
+    except OSError:
+        return [], 0
+    inodes = {l[8:-1] for l in links if l.startswith("socket:[")}
+    tcp = []
+    for fn in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(fn) as f:
+                next(f)
+                for line in f:
+                    p = line.split()
+                    if p[9] in inodes:
+                        inodes.discard(p[9])
+                        tcp.append((TCP_STATES.get(p[3], p[3]), int(p[1].rsplit(":", 1)[1], 16),
+                                    int(p[2].rsplit(":", 1)[1], 16)))
+        except OSError:
+            pass
+    return tcp, len(links) - len(tcp)
+
+
+def proc_fd_kinds(pid):
+    """{"tcp": [(state, local_port, remote_port)], "unix": n, "unhashed": [fd], "other": n}:
+    pid's fds by kind ("unhashed": sockets in no table — a TCP socket in state CLOSE, i.e.
+    reset or finished but not closed by its owner; "other": files, pipes, eventfds...)."""
+    tcp, _ = proc_fds(pid)
+    links = proc_fd_links(pid)
+    unhashed = proc_unhashed_sockets(pid)
+    unix_inodes = set()
+    try:
+        with open("/proc/net/unix") as f:
+            next(f)
+            for line in f:
+                p = line.split()
+                if len(p) > 6:
+                    unix_inodes.add(p[6])
+    except OSError:
+        pass
+    socks = [l[8:-1] for l in links.values() if l.startswith("socket:[")]
+    return {"tcp": tcp, "unix": sum(1 for i in socks if i in unix_inodes),
+            "unhashed": unhashed, "other": len(links) - len(socks)}
+
+
+def proc_unhashed_sockets(pid):
+    """Socket fds of pid that are neither in /proc/net/tcp{,6} nor /proc/net/unix: TCP
+    sockets in state CLOSE (e.g. reset by the peer and not closed by us), UDP, netlink..."""
+    links = proc_fd_links(pid)
+    inodes = {l[8:-1]: fd for fd, l in links.items() if l.startswith("socket:[")}
+    for fn, col in (("/proc/net/tcp", 9), ("/proc/net/tcp6", 9), ("/proc/net/unix", 6)):
+        try:
+            with open(fn) as f:
+                next(f)
+                for line in f:
+                    p = line.split()
+                    if len(p) > col:
+                        inodes.pop(p[col], None)
+        except OSError:
+            pass
+    return sorted(inodes.values())
+
+
+def proc_fd_links(pid):
+    """{fd: what it points to} (for messages)."""
+    fd_dir = "/proc/%d/fd" % pid
+    out = {}
+    try:
+        for fd in os.listdir(fd_dir):
+            try:
+                out[int(fd)] = os.readlink(os.path.join(fd_dir, fd))
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return out
+
+
+def proc_fd_count(pid):
+    try:
+        return len(os.listdir("/proc/%d/fd" % pid))
+    except OSError:
+        return None
+
+
+def proc_rss_kib(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1445,6 +1843,15 @@ class Stack:
             return self.procs["agent"].pid
         pids = read_pidfile(self.path("agent.pid"))
         return pids[0] if pids else None
+
+    def agent_fds(self):
+        """Open file descriptors of the agent (from /proc), or None."""
+        pid = self.agent_pid()
+        return proc_fd_count(pid) if pid else None
+
+    def agent_rss_kib(self):
+        pid = self.agent_pid()
+        return proc_rss_kib(pid) if pid else None
 
     def kill_agent(self):
         a = self.procs.get("agent")

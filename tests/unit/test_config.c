@@ -977,6 +977,12 @@ static void test_error_positions(void **state)
                NULL,
                "t.yaml:4:22: routing.rules[0].model_pattern: invalid regular expression: "
                "Unmatched ( or \\(");
+    /* fuzz_config found this shape: glibc's regcomp needs gigabytes for stacked `+` */
+    fails_with("routing:\n  rules:\n    - name: r\n      model_pattern: \"^cla+++++++++++++++"
+               "+++++++++++++++ude-\"\n      primary: openai\n",
+               NULL,
+               "t.yaml:4:22: routing.rules[0].model_pattern: invalid regular expression: "
+               "pattern too complex (nested or stacked repetitions expand beyond 4096 atoms)");
     fails_with("routing:\n  rules:\n    - name: r\n      model_pattern: x\n"
                "      primary: nope\n",
                NULL, "t.yaml:5:16: rule 'r': unknown provider 'nope'");

@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -384,6 +385,76 @@ static void test_malformed(void **state)
     close(r2.fd);
 }
 
+/* Ambiguous framing (request smuggling shapes) -> 400 JSON + close, whatever follows. The
+ * second request of each case is a valid one that a lenient parser would answer. */
+static void test_smuggling_rejected(void **state)
+{
+    struct harness *h = *state;
+    static const char *const cases[] = {
+        /* CL + TE */
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        /* two different CLs */
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        "Content-Length: 0\r\n\r\n",
+        /* TE with a coding stacked before chunked (llhttp alone takes it) */
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        "Transfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n",
+        /* two TE headers */
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, "
+        "identity\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n",
+        /* obs-fold hiding a Content-Length in the previous header (llhttp 8 joins it) */
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-A: a\r\n Content-Length: 5\r\n\r\n",
+        /* chunk data not followed by CRLF (the lenient llhttp build skips any 2 bytes) */
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "2\r\n{}XX0\r\n\r\n",
+        /* bad chunk sizes */
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "-1\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "fffffffffffffffff\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "0x2\r\n{}\r\n0\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct reader r = {.fd = client(h)};
+        struct resp rp;
+        send_all(r.fd, cases[i]);
+        send_all(r.fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_int_equal(read_resp(&r, &rp, 0), 0);
+        expect_openai_error(&rp, 400, "bad_request");
+        assert_non_null(strstr(rp.headers, "content-type: application/json\r\n"));
+        assert_non_null(strstr(rp.headers, "connection: close\r\n"));
+        assert_int_equal(r.len, 0); /* the pipelined /healthz was never answered */
+        assert_true(reads_eof(&r));
+        close(r.fd);
+    }
+}
+
+/* The obs-fold guard must not trip on a value split across reads: one byte per write. */
+static void test_byte_at_a_time(void **state)
+{
+    struct harness *h = *state;
+    static const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: a b\tc d\r\n"
+                              "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    struct reader r = {.fd = client(h)};
+    struct resp rp;
+    int one = 1;
+    setsockopt(r.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    for (size_t i = 0; i < sizeof(req) - 1; i++) {
+        char b[2] = {req[i], 0};
+        send_all(r.fd, b);
+        usleep(200);
+    }
+    assert_int_equal(read_resp(&r, &rp, 0), 0);
+    expect_json_status(&rp, 200, "status", "ok");
+    close(r.fd);
+}
+
 static void test_body_too_large(void **state)
 {
     struct harness *h = *state;
@@ -481,6 +552,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_keepalive_and_pipelining, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http10, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_smuggling_rejected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_byte_at_a_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown(test_header_timeout, setup, teardown),
     };

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -316,6 +318,7 @@ static int setup(void **state)
     server_options_default(&o);
     o.settings_path = fx->path;
     o.drain_timeout = 2.0;
+    o.spop_frame_timeout = 0.5;
     fx->srv = server_new(s, &o, err, sizeof(err));
     agent_settings_unref(s);
     if (!fx->srv)
@@ -420,6 +423,114 @@ static void test_spop_classify(void **state)
     pthread_join(fx->tid, NULL);
     fx->running = 0;
     assert_int_equal(fx->run_rc, 0);
+}
+
+/* The status-code of an AGENT-DISCONNECT frame. */
+static unsigned disc_status(const struct rframe *r)
+{
+    assert_int_equal(r->type, SPOP_FRM_AGENT_DISCON);
+    const uint8_t *p = r->pl, *end = r->pl + r->pl_len;
+    while (p < end) {
+        const char *k;
+        size_t kl;
+        struct spop_data d;
+        assert_int_equal(spop_str_decode(&p, end, &k, &kl), SPOP_OK);
+        assert_int_equal(spop_data_decode(&p, end, &d), SPOP_OK);
+        if (kl == 11 && memcmp(k, "status-code", 11) == 0)
+            return (unsigned)d.u.u;
+    }
+    fail_msg("DISCONNECT without status-code");
+    return 0;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* No HELLO, a frame begun and never finished, a frame trickled byte by byte: each gets a
+ * DISCONNECT with status 2 (timeout) after spop_frame_timeout (0.5 s here); an idle ready
+ * connection with nothing pending is kept. */
+static void test_spop_frame_timeout(void **state)
+{
+    struct fixture *fx = *state;
+    int port = server_spoa_port(fx->srv);
+    struct rframe r;
+
+    int idle = spop_handshake(port);
+
+    int nohello = connect_port(port);
+    double t0 = now_s();
+    assert_int_equal(read_frame(nohello, &r), 0);
+    assert_int_equal(disc_status(&r), SPOP_ST_TIMEOUT);
+    assert_true(now_s() - t0 >= 0.4);
+    assert_true(reads_eof(nohello));
+    close(nohello);
+
+    int half = spop_handshake(port);
+    struct fb f;
+    fb_init(&f);
+    fb_notify(&f, 1, 1, "GET", "/v1/models", 0);
+    send_all(half, f.b, 10);
+    assert_int_equal(read_frame(half, &r), 0);
+    assert_int_equal(disc_status(&r), SPOP_ST_TIMEOUT);
+    assert_true(reads_eof(half));
+    close(half);
+
+    /* bytes that never complete a frame do not restart the timer */
+    int trickle = spop_handshake(port);
+    t0 = now_s();
+    double t_disc = 0;
+    for (int i = 0; i < 15 && !t_disc; i++) {
+        struct pollfd pfd = {.fd = trickle, .events = POLLIN};
+        if (send(trickle, f.b + i, 1, MSG_NOSIGNAL) != 1 || poll(&pfd, 1, 100) == 1)
+            t_disc = now_s();
+    }
+    assert_true(t_disc > 0);
+    assert_true(t_disc - t0 < 0.9); /* a restart per byte would only fire after 1.5 s */
+    assert_int_equal(read_frame(trickle, &r), 0);
+    assert_int_equal(disc_status(&r), SPOP_ST_TIMEOUT);
+    close(trickle);
+
+    /* the idle connection outlived all of that and still answers */
+    classify_once(idle, 7, "/v1/embeddings", 0, "bypass", "lr_provider_openai", "openai");
+    close(idle);
+}
+
+/* Frames straddling reads: the partial frame is carried over between reads (reads land in
+ * the thread's scratch buffer) and every frame is answered, in order. */
+static void test_spop_split_frames(void **state)
+{
+    struct fixture *fx = *state;
+    int fd = spop_handshake(server_spoa_port(fx->srv));
+    struct fb f;
+    fb_init(&f);
+    fb_notify(&f, 1, 1, "GET", "/v1/embeddings", 0);
+    fb_notify(&f, 2, 1, "GET", "/v1/embeddings", 1);
+    fb_notify(&f, 3, 1, "GET", "/v1/chat/completions", 0);
+    size_t total = (size_t)(f.p - f.b);
+    /* cut inside the length prefix, inside the first frame, then the rest */
+    size_t cuts[] = {2, 17, total};
+    size_t off = 0;
+    for (size_t i = 0; i < 3; i++) {
+        send_all(fd, f.b + off, cuts[i] - off);
+        off = cuts[i];
+        usleep(50000); /* separate reads */
+    }
+    static const char *const backends[] = {"lr_provider_openai", "lr_provider_anthropic",
+                                           LR_ENGINE_BACKEND};
+    for (uint64_t sid = 1; sid <= 3; sid++) {
+        struct rframe r;
+        assert_int_equal(read_frame(fd, &r), 0);
+        assert_int_equal(r.type, SPOP_FRM_ACK);
+        assert_int_equal(r.sid, sid);
+        struct vars v;
+        ack_vars(&r, &v);
+        assert_string_equal(v.backend, backends[sid - 1]);
+    }
+    close(fd);
 }
 
 static void test_engine_and_healthcheck(void **state)
@@ -600,6 +711,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_spop_classify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_engine_and_healthcheck, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spop_frame_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spop_split_frames, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
         cmocka_unit_test(test_admin_reload),
     };
