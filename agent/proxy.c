@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 
+#include "body_peek.h"
 #include "buf.h"
 #include "log.h"
 #include "metrics.h"
@@ -995,38 +996,37 @@ static void px_free(struct proxy_req *r)
     free(r);
 }
 
-/* Reads "model" and "stream" from the body; the body itself is forwarded untouched. */
+/* Reads "model" and "stream" from the body; the body itself is forwarded untouched. The
+ * fast path (body_peek: yajl, no tree) answers most bodies; what it cannot be sure of goes
+ * through jansson (*keep then receives the tree, which a translation may reuse). */
 static int px_read_body(const char *body, size_t len, char *model, size_t model_size, bool *stream,
                         json_t **keep, const char **why)
 {
-    json_error_t e;
-    json_t *root = json_loadb(body ? body : "", len, 0, &e);
-    if (!root) {
+    struct body_peek bp;
+    enum body_peek_result rc = body_peek(body, len, model, model_size, &bp);
+    if (rc == BODY_PEEK_UNSURE)
+        rc = body_peek_tree(body, len, model, model_size, &bp, keep);
+    switch (rc) {
+    case BODY_PEEK_OK:
+        break;
+    case BODY_PEEK_NOT_OBJECT:
+        *why = "The request body must be a JSON object";
+        return -1;
+    case BODY_PEEK_INVALID:
+    case BODY_PEEK_UNSURE:
+    case BODY_PEEK_RESULT_COUNT:
+    default:
         *why = "The request body is not valid JSON";
         return -1;
     }
-    int rc = 0;
-    json_t *m = json_is_object(root) ? json_object_get(root, "model") : NULL;
-    if (!json_is_object(root)) {
-        *why = "The request body must be a JSON object";
-        rc = -1;
-    } else if (!json_is_string(m) || json_string_length(m) == 0) {
+    if (!bp.has_model || bp.model_len == 0) {
+        json_decref(*keep);
+        *keep = NULL;
         *why = "The request body has no \"model\" string";
-        rc = -1;
-    } else {
-        size_t ml = json_string_length(m);
-        if (ml >= model_size)
-            ml = model_size - 1;
-        memcpy(model, json_string_value(m), ml);
-        model[ml] = 0;
-        *stream = json_is_true(json_object_get(root, "stream"));
-        if (keep) {
-            *keep = root;
-            return 0;
-        }
+        return -1;
     }
-    json_decref(root);
-    return rc;
+    *stream = bp.stream;
+    return 0;
 }
 
 void proxy_handle(struct proxy_ctx *px, struct engine_conn *c,
@@ -1067,6 +1067,14 @@ void proxy_handle(struct proxy_ctx *px, struct engine_conn *c,
     bool keep = router_switch_message(g->router) != NULL;
     for (size_t i = 0; i < n && !keep; i++)
         keep = px_prov_dialect(r->plan.p[i]) != r->dialect;
+    if (keep && !r->root) {
+        json_error_t e;
+        r->root = json_loadb(req->body ? req->body : "", (size_t)req->body_len, 0, &e);
+        if (!json_is_object(r->root)) { /* cannot happen: body_peek agreed with jansson */
+            px_fail_json(r, 400, "The request body is not valid JSON");
+            return;
+        }
+    }
     if (keep) {
         const json_t *so = json_object_get(r->root, "stream_options");
         r->include_usage = json_is_true(json_object_get(so, "include_usage"));
