@@ -194,8 +194,9 @@ struct curl_slist *proxy_upstream_headers(const struct engine_gen *g,
         lr_buf_reset(&line);
         /* "Name;" is how libcurl sends a header with an empty value ("Name:" removes it). */
         if (lr_buf_append(&line, h->name, h->name_len) < 0 ||
-            (h->value_len ? lr_buf_printf(&line, ": %.*s", (int)h->value_len, h->value)
-                          : lr_buf_puts(&line, ";")) < 0) {
+            (h->value_len ? lr_buf_append(&line, ": ", 2) < 0 ||
+                                lr_buf_append(&line, h->value, h->value_len) < 0
+                          : lr_buf_append(&line, ";", 1) < 0)) {
             *ok = false;
             break;
         }
@@ -204,14 +205,14 @@ struct curl_slist *proxy_upstream_headers(const struct engine_gen *g,
     if (*ok && key) {
         lr_buf_reset(&line);
         if (p->type == AGENT_PROVIDER_ANTHROPIC) {
-            if (lr_buf_printf(&line, "x-api-key: %s", key) < 0)
+            if (lr_buf_puts(&line, "x-api-key: ") < 0 || lr_buf_puts(&line, key) < 0)
                 *ok = false;
             else
                 l = slist_add(l, (const char *)line.data, ok);
             if (!has_av)
                 l = slist_add(l, "anthropic-version: 2023-06-01", ok);
         } else {
-            if (lr_buf_printf(&line, "Authorization: Bearer %s", key) < 0)
+            if (lr_buf_puts(&line, "Authorization: Bearer ") < 0 || lr_buf_puts(&line, key) < 0)
                 *ok = false;
             else
                 l = slist_add(l, (const char *)line.data, ok);
@@ -867,8 +868,10 @@ static void px_attempt(struct proxy_req *r)
         ok = lr_buf_printf(&r->url, "%s%s", p->base_url,
                            p->type == AGENT_PROVIDER_ANTHROPIC ? "/v1/messages"
                                                                : "/v1/chat/completions") >= 0;
-    else if (lr_buf_printf(&r->url, "%s%.*s%s%.*s", p->base_url, (int)req->path_len, req->path,
-                           req->query_len ? "?" : "", (int)req->query_len, req->query) < 0)
+    else if (lr_buf_puts(&r->url, p->base_url) < 0 ||
+             lr_buf_append(&r->url, req->path, req->path_len) < 0 ||
+             (req->query_len && (lr_buf_append(&r->url, "?", 1) < 0 ||
+                                 lr_buf_append(&r->url, req->query, req->query_len) < 0)))
         ok = false;
     if (ok)
         hdrs = proxy_upstream_headers(r->gen, p, req, r->dialect, &ok);

@@ -24,6 +24,9 @@
 #define UP_HDR_BYTES_MAX     (64u * 1024u) /* header block of one response */
 #define UP_HDR_COUNT_MAX     256u
 #define UP_HDR_COUNT_INITIAL 32u
+/* Idle easy handles kept for reuse: curl_easy_init/cleanup per request cost more than the
+ * request's own work on a fast upstream. */
+#define UP_EASY_POOL 64u
 
 /* Deferred work on a transfer, done by the kick timer. */
 #define UP_PEND_ADD    0x1u /* curl_multi_add_handle */
@@ -53,6 +56,7 @@ struct upstream_xfer {
     bool cancelled;    /* no more callbacks; freed at the next safe point */
     bool aborted;      /* a callback asked to stop: every later libcurl callback returns 0 */
     bool finishing;    /* on_done is running: cancel is a no-op */
+    bool reuse_easy;   /* ended by libcurl (not cancelled mid-way, never left paused) */
     CURLcode fail_code;
 
     int status;         /* of the header block being collected */
@@ -75,6 +79,8 @@ struct upstream {
     struct upstream_xfer *xfers;
     struct upstream_xfer *pend_head, *pend_tail;
     struct up_sock *socks;
+    CURL *easy_pool[UP_EASY_POOL];
+    size_t n_easy_pool;
 };
 
 static void set_err(char *err, size_t errlen, const char *msg)
@@ -128,6 +134,25 @@ static void pend_add(struct upstream_xfer *x, unsigned flags)
     arm_kick(u);
 }
 
+/* An easy handle, reused when one is idle. */
+static CURL *easy_get(struct upstream *u)
+{
+    if (u->n_easy_pool)
+        return u->easy_pool[--u->n_easy_pool];
+    return curl_easy_init();
+}
+
+/* Back to the pool (options reset: no pointer into a freed transfer is kept), or freed. */
+static void easy_put(struct upstream *u, CURL *e)
+{
+    if (u->n_easy_pool < UP_EASY_POOL) {
+        curl_easy_reset(e);
+        u->easy_pool[u->n_easy_pool++] = e;
+    } else {
+        curl_easy_cleanup(e);
+    }
+}
+
 static void xfer_free(struct upstream_xfer *x)
 {
     struct upstream *u = x->u;
@@ -142,7 +167,9 @@ static void xfer_free(struct upstream_xfer *x)
         u->xfers = x->next;
     if (x->next)
         x->next->prev = x->prev;
-    if (x->easy)
+    if (x->easy && x->reuse_easy)
+        easy_put(u, x->easy);
+    else if (x->easy)
         curl_easy_cleanup(x->easy);
     curl_slist_free_all(x->headers);
     lr_buf_free(&x->hbuf);
@@ -375,6 +402,7 @@ static void finish(struct upstream_xfer *x, CURLcode rc)
         if (!x->cancelled && x->cb.on_done)
             x->cb.on_done(x->ud, rc, err);
     }
+    x->reuse_easy = true;
     xfer_free(x);
 }
 
@@ -572,6 +600,8 @@ void upstream_free(struct upstream *u)
     /* Stop the watchers before curl closes the pooled connections' sockets. */
     for (struct up_sock *s = u->socks; s; s = s->next)
         ev_io_stop(u->loop, &s->io);
+    while (u->n_easy_pool)
+        curl_easy_cleanup(u->easy_pool[--u->n_easy_pool]);
     curl_multi_cleanup(u->multi);
     while (u->socks)
         sock_free(u, u->socks);
@@ -697,7 +727,7 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
     if (u->xfers)
         u->xfers->prev = x;
     u->xfers = x;
-    x->easy = curl_easy_init();
+    x->easy = easy_get(u);
     if (!x->easy) {
         set_err(err, errlen, "curl_easy_init failed");
         xfer_free(x);
