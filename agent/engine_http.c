@@ -355,7 +355,15 @@ int engine_conn_begin(struct engine_conn *c, int status, const struct engine_htt
         lr_buf_reset(o);
         c->out_off = 0;
     }
-    int rc = lr_buf_printf(o, "HTTP/1.1 %d %s\r\n", status, engine_http_reason(status));
+    int rc = lr_buf_append(o, "HTTP/1.1 ", 9);
+    if (rc == 0)
+        rc = lr_buf_append_u64(o, status >= 0 ? (uint64_t)status : 0);
+    if (rc == 0)
+        rc = lr_buf_append(o, " ", 1);
+    if (rc == 0)
+        rc = lr_buf_puts(o, engine_http_reason(status));
+    if (rc == 0)
+        rc = lr_buf_append(o, "\r\n", 2);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         rc = lr_buf_append(o, h[i].name, h[i].name_len);
         if (rc == 0)
@@ -365,8 +373,13 @@ int engine_conn_begin(struct engine_conn *c, int status, const struct engine_htt
         if (rc == 0)
             rc = lr_buf_append(o, "\r\n", 2);
     }
-    if (rc == 0 && content_length >= 0)
-        rc = lr_buf_printf(o, "content-length: %lld\r\n", (long long)content_length);
+    if (rc == 0 && content_length >= 0) {
+        rc = lr_buf_append(o, "content-length: ", 16);
+        if (rc == 0)
+            rc = lr_buf_append_u64(o, (uint64_t)content_length);
+        if (rc == 0)
+            rc = lr_buf_append(o, "\r\n", 2);
+    }
     else if (rc == 0 && c->resp_chunked)
         rc = lr_buf_puts(o, "transfer-encoding: chunked\r\n");
     if (rc == 0)

@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 
+#include "body_peek.h"
 #include "buf.h"
 #include "log.h"
 #include "metrics.h"
@@ -193,8 +194,9 @@ struct curl_slist *proxy_upstream_headers(const struct engine_gen *g,
         lr_buf_reset(&line);
         /* "Name;" is how libcurl sends a header with an empty value ("Name:" removes it). */
         if (lr_buf_append(&line, h->name, h->name_len) < 0 ||
-            (h->value_len ? lr_buf_printf(&line, ": %.*s", (int)h->value_len, h->value)
-                          : lr_buf_puts(&line, ";")) < 0) {
+            (h->value_len ? lr_buf_append(&line, ": ", 2) < 0 ||
+                                lr_buf_append(&line, h->value, h->value_len) < 0
+                          : lr_buf_append(&line, ";", 1) < 0)) {
             *ok = false;
             break;
         }
@@ -203,14 +205,14 @@ struct curl_slist *proxy_upstream_headers(const struct engine_gen *g,
     if (*ok && key) {
         lr_buf_reset(&line);
         if (p->type == AGENT_PROVIDER_ANTHROPIC) {
-            if (lr_buf_printf(&line, "x-api-key: %s", key) < 0)
+            if (lr_buf_puts(&line, "x-api-key: ") < 0 || lr_buf_puts(&line, key) < 0)
                 *ok = false;
             else
                 l = slist_add(l, (const char *)line.data, ok);
             if (!has_av)
                 l = slist_add(l, "anthropic-version: 2023-06-01", ok);
         } else {
-            if (lr_buf_printf(&line, "Authorization: Bearer %s", key) < 0)
+            if (lr_buf_puts(&line, "Authorization: Bearer ") < 0 || lr_buf_puts(&line, key) < 0)
                 *ok = false;
             else
                 l = slist_add(l, (const char *)line.data, ok);
@@ -866,8 +868,10 @@ static void px_attempt(struct proxy_req *r)
         ok = lr_buf_printf(&r->url, "%s%s", p->base_url,
                            p->type == AGENT_PROVIDER_ANTHROPIC ? "/v1/messages"
                                                                : "/v1/chat/completions") >= 0;
-    else if (lr_buf_printf(&r->url, "%s%.*s%s%.*s", p->base_url, (int)req->path_len, req->path,
-                           req->query_len ? "?" : "", (int)req->query_len, req->query) < 0)
+    else if (lr_buf_puts(&r->url, p->base_url) < 0 ||
+             lr_buf_append(&r->url, req->path, req->path_len) < 0 ||
+             (req->query_len && (lr_buf_append(&r->url, "?", 1) < 0 ||
+                                 lr_buf_append(&r->url, req->query, req->query_len) < 0)))
         ok = false;
     if (ok)
         hdrs = proxy_upstream_headers(r->gen, p, req, r->dialect, &ok);
@@ -995,38 +999,37 @@ static void px_free(struct proxy_req *r)
     free(r);
 }
 
-/* Reads "model" and "stream" from the body; the body itself is forwarded untouched. */
+/* Reads "model" and "stream" from the body; the body itself is forwarded untouched. The
+ * fast path (body_peek: yajl, no tree) answers most bodies; what it cannot be sure of goes
+ * through jansson (*keep then receives the tree, which a translation may reuse). */
 static int px_read_body(const char *body, size_t len, char *model, size_t model_size, bool *stream,
                         json_t **keep, const char **why)
 {
-    json_error_t e;
-    json_t *root = json_loadb(body ? body : "", len, 0, &e);
-    if (!root) {
+    struct body_peek bp;
+    enum body_peek_result rc = body_peek(body, len, model, model_size, &bp);
+    if (rc == BODY_PEEK_UNSURE)
+        rc = body_peek_tree(body, len, model, model_size, &bp, keep);
+    switch (rc) {
+    case BODY_PEEK_OK:
+        break;
+    case BODY_PEEK_NOT_OBJECT:
+        *why = "The request body must be a JSON object";
+        return -1;
+    case BODY_PEEK_INVALID:
+    case BODY_PEEK_UNSURE:
+    case BODY_PEEK_RESULT_COUNT:
+    default:
         *why = "The request body is not valid JSON";
         return -1;
     }
-    int rc = 0;
-    json_t *m = json_is_object(root) ? json_object_get(root, "model") : NULL;
-    if (!json_is_object(root)) {
-        *why = "The request body must be a JSON object";
-        rc = -1;
-    } else if (!json_is_string(m) || json_string_length(m) == 0) {
+    if (!bp.has_model || bp.model_len == 0) {
+        json_decref(*keep);
+        *keep = NULL;
         *why = "The request body has no \"model\" string";
-        rc = -1;
-    } else {
-        size_t ml = json_string_length(m);
-        if (ml >= model_size)
-            ml = model_size - 1;
-        memcpy(model, json_string_value(m), ml);
-        model[ml] = 0;
-        *stream = json_is_true(json_object_get(root, "stream"));
-        if (keep) {
-            *keep = root;
-            return 0;
-        }
+        return -1;
     }
-    json_decref(root);
-    return rc;
+    *stream = bp.stream;
+    return 0;
 }
 
 void proxy_handle(struct proxy_ctx *px, struct engine_conn *c,
@@ -1067,6 +1070,14 @@ void proxy_handle(struct proxy_ctx *px, struct engine_conn *c,
     bool keep = router_switch_message(g->router) != NULL;
     for (size_t i = 0; i < n && !keep; i++)
         keep = px_prov_dialect(r->plan.p[i]) != r->dialect;
+    if (keep && !r->root) {
+        json_error_t e;
+        r->root = json_loadb(req->body ? req->body : "", (size_t)req->body_len, 0, &e);
+        if (!json_is_object(r->root)) { /* cannot happen: body_peek agreed with jansson */
+            px_fail_json(r, 400, "The request body is not valid JSON");
+            return;
+        }
+    }
     if (keep) {
         const json_t *so = json_object_get(r->root, "stream_options");
         r->include_usage = json_is_true(json_object_get(so, "include_usage"));

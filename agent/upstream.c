@@ -24,6 +24,12 @@
 #define UP_HDR_BYTES_MAX     (64u * 1024u) /* header block of one response */
 #define UP_HDR_COUNT_MAX     256u
 #define UP_HDR_COUNT_INITIAL 32u
+/* Idle easy handles kept for reuse: curl_easy_init/cleanup per request cost more than the
+ * request's own work on a fast upstream. */
+#define UP_EASY_POOL 64u
+/* Parsed URLs (CURLOPT_CURLU) kept by string: a provider's endpoint is parsed once, not by
+ * libcurl on every transfer. URLs with a query are not kept. */
+#define UP_URL_CACHE 8u
 
 /* Deferred work on a transfer, done by the kick timer. */
 #define UP_PEND_ADD    0x1u /* curl_multi_add_handle */
@@ -37,8 +43,16 @@ struct up_sock {
     ev_io io;
 };
 
+struct up_url {
+    char *url; /* NULL: free slot */
+    CURLU *h;
+    unsigned refs; /* transfers using h: it is not freed before they end */
+    uint64_t used; /* LRU stamp */
+};
+
 struct upstream_xfer {
     struct upstream *u;
+    struct up_url *url; /* the cached parsed URL in use, or NULL */
     struct upstream_xfer *prev, *next;           /* u->xfers */
     struct upstream_xfer *pend_prev, *pend_next; /* u->pend_head, when pend != 0 or cancelled */
     CURL *easy;
@@ -53,6 +67,7 @@ struct upstream_xfer {
     bool cancelled;    /* no more callbacks; freed at the next safe point */
     bool aborted;      /* a callback asked to stop: every later libcurl callback returns 0 */
     bool finishing;    /* on_done is running: cancel is a no-op */
+    bool reuse_easy;   /* ended by libcurl (not cancelled mid-way, never left paused) */
     CURLcode fail_code;
 
     int status;         /* of the header block being collected */
@@ -75,6 +90,11 @@ struct upstream {
     struct upstream_xfer *xfers;
     struct upstream_xfer *pend_head, *pend_tail;
     struct up_sock *socks;
+    CURL *easy_pool[UP_EASY_POOL];
+    size_t n_easy_pool;
+    bool no_proxy_env; /* none of libcurl's proxy variables is set */
+    struct up_url urls[UP_URL_CACHE];
+    uint64_t url_clock;
 };
 
 static void set_err(char *err, size_t errlen, const char *msg)
@@ -128,6 +148,68 @@ static void pend_add(struct upstream_xfer *x, unsigned flags)
     arm_kick(u);
 }
 
+/* An easy handle, reused when one is idle. */
+static CURL *easy_get(struct upstream *u)
+{
+    if (u->n_easy_pool)
+        return u->easy_pool[--u->n_easy_pool];
+    return curl_easy_init();
+}
+
+/* Back to the pool (options reset: no pointer into a freed transfer is kept), or freed. */
+static void easy_put(struct upstream *u, CURL *e)
+{
+    if (u->n_easy_pool < UP_EASY_POOL) {
+        curl_easy_reset(e);
+        u->easy_pool[u->n_easy_pool++] = e;
+    } else {
+        curl_easy_cleanup(e);
+    }
+}
+
+static void url_slot_clear(struct up_url *e)
+{
+    curl_url_cleanup(e->h);
+    free(e->url);
+    *e = (struct up_url){0};
+}
+
+/* The parsed form of url (a reference for one transfer), or NULL: not cacheable, not
+ * parseable (libcurl then reports the error from CURLOPT_URL), or every slot in use. */
+static struct up_url *url_get(struct upstream *u, const char *url)
+{
+    if (strchr(url, '?'))
+        return NULL;
+    struct up_url *victim = NULL;
+    for (size_t i = 0; i < UP_URL_CACHE; i++) {
+        struct up_url *e = &u->urls[i];
+        if (e->url && strcmp(e->url, url) == 0) {
+            e->refs++;
+            e->used = ++u->url_clock;
+            return e;
+        }
+        if (!e->url)
+            victim = victim && !victim->url ? victim : e;
+        else if (e->refs == 0 && (!victim || (victim->url && e->used < victim->used)))
+            victim = e;
+    }
+    if (!victim)
+        return NULL;
+    CURLU *h = curl_url();
+    char *copy = h ? strdup(url) : NULL;
+    /* the flags libcurl itself parses CURLOPT_URL with */
+    if (!copy || curl_url_set(h, CURLUPART_URL, url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) !=
+                     CURLUE_OK) {
+        curl_url_cleanup(h);
+        free(copy);
+        return NULL;
+    }
+    if (victim->url)
+        url_slot_clear(victim);
+    *victim = (struct up_url){.url = copy, .h = h, .refs = 1, .used = ++u->url_clock};
+    return victim;
+}
+
 static void xfer_free(struct upstream_xfer *x)
 {
     struct upstream *u = x->u;
@@ -142,8 +224,12 @@ static void xfer_free(struct upstream_xfer *x)
         u->xfers = x->next;
     if (x->next)
         x->next->prev = x->prev;
-    if (x->easy)
+    if (x->easy && x->reuse_easy)
+        easy_put(u, x->easy);
+    else if (x->easy)
         curl_easy_cleanup(x->easy);
+    if (x->url)
+        x->url->refs--; /* after the handle was reset or freed: nothing points at it now */
     curl_slist_free_all(x->headers);
     lr_buf_free(&x->hbuf);
     free(x->harr);
@@ -375,6 +461,7 @@ static void finish(struct upstream_xfer *x, CURLcode rc)
         if (!x->cancelled && x->cb.on_done)
             x->cb.on_done(x->ud, rc, err);
     }
+    x->reuse_easy = true;
     xfer_free(x);
 }
 
@@ -536,6 +623,21 @@ static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---- public API ------------------------------------------------------------------------ */
 
+/* libcurl looks these up (getenv over the whole environment, several times) for every
+ * transfer that has no CURLOPT_PROXY. The agent never changes its environment: when none
+ * is set, "no proxy" is said once with CURLOPT_PROXY "" and the lookups are skipped. */
+static bool proxy_env_unset(void)
+{
+    static const char *const vars[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                                       "ALL_PROXY",  "no_proxy",    "NO_PROXY"};
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v)
+            return false;
+    }
+    return true;
+}
+
 struct upstream *upstream_new(struct ev_loop *loop)
 {
     if (!loop)
@@ -544,6 +646,7 @@ struct upstream *upstream_new(struct ev_loop *loop)
     if (!u)
         return NULL;
     u->loop = loop;
+    u->no_proxy_env = proxy_env_unset();
     u->multi = curl_multi_init();
     if (!u->multi) {
         free(u);
@@ -572,6 +675,11 @@ void upstream_free(struct upstream *u)
     /* Stop the watchers before curl closes the pooled connections' sockets. */
     for (struct up_sock *s = u->socks; s; s = s->next)
         ev_io_stop(u->loop, &s->io);
+    while (u->n_easy_pool)
+        curl_easy_cleanup(u->easy_pool[--u->n_easy_pool]);
+    for (size_t i = 0; i < UP_URL_CACHE; i++)
+        if (u->urls[i].url)
+            url_slot_clear(&u->urls[i]);
     curl_multi_cleanup(u->multi);
     while (u->socks)
         sock_free(u, u->socks);
@@ -600,7 +708,10 @@ static int setup_easy(struct upstream_xfer *x, const struct upstream_request *re
         if (rc == CURLE_OK)                                                                        \
             rc = curl_easy_setopt(e, opt, val);                                                    \
     } while (0)
-    UP_SET(CURLOPT_URL, req->url);
+    if (x->url)
+        UP_SET(CURLOPT_CURLU, x->url->h);
+    else
+        UP_SET(CURLOPT_URL, req->url);
     UP_SET(CURLOPT_PRIVATE, x);
     UP_SET(CURLOPT_ERRORBUFFER, x->errbuf);
     UP_SET(CURLOPT_NOSIGNAL, 1L);
@@ -609,6 +720,10 @@ static int setup_easy(struct upstream_xfer *x, const struct upstream_request *re
     UP_SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     UP_SET(CURLOPT_FOLLOWLOCATION, 0L);
     UP_SET(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L); /* a proxy's CONNECT reply is not ours */
+    if (x->u->no_proxy_env) {
+        UP_SET(CURLOPT_PROXY, "");
+        UP_SET(CURLOPT_NOPROXY, ""); /* moot without a proxy; spares the no_proxy lookups */
+    }
 #if LIBCURL_VERSION_NUM >= 0x075500
     UP_SET(CURLOPT_PROTOCOLS_STR, "http,https");
 #else
@@ -697,12 +812,13 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
     if (u->xfers)
         u->xfers->prev = x;
     u->xfers = x;
-    x->easy = curl_easy_init();
+    x->easy = easy_get(u);
     if (!x->easy) {
         set_err(err, errlen, "curl_easy_init failed");
         xfer_free(x);
         return NULL;
     }
+    x->url = url_get(u, req->url);
     if (setup_easy(x, req) < 0) {
         set_err(err, errlen, x->reason);
         xfer_free(x);

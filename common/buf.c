@@ -39,6 +39,17 @@ int lr_buf_puts(struct lr_buf *b, const char *s)
     return lr_buf_append(b, s, strlen(s));
 }
 
+int lr_buf_append_u64(struct lr_buf *b, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[sizeof(tmp) - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return lr_buf_append(b, tmp + sizeof(tmp) - n, n);
+}
+
 int lr_buf_vprintf(struct lr_buf *b, const char *fmt, va_list ap)
 {
     va_list cp;

@@ -18,6 +18,8 @@ int lr_buf_reserve(struct lr_buf *b, size_t extra);
 int lr_buf_append(struct lr_buf *b, const void *p, size_t n);
 /* Appends a NUL-terminated string (without the NUL). 0 or -ENOMEM. */
 int lr_buf_puts(struct lr_buf *b, const char *s);
+/* Appends v in decimal (no printf on hot paths). 0 or -ENOMEM. */
+int lr_buf_append_u64(struct lr_buf *b, uint64_t v);
 /* Appends formatted text (data stays NUL-terminated past len). 0 or -ENOMEM. */
 int lr_buf_printf(struct lr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int lr_buf_vprintf(struct lr_buf *b, const char *fmt, va_list ap)

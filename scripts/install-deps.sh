@@ -4,7 +4,7 @@
 set -euo pipefail
 
 what=${1:-test}
-pkgs=(gcc make cmake pkg-config libev-dev libjansson-dev libyaml-dev libcurl4-openssl-dev
+pkgs=(gcc make cmake pkg-config libev-dev libjansson-dev libyajl-dev libyaml-dev libcurl4-openssl-dev
       node-llhttp haproxy ca-certificates python3)
 case "$what" in
   # docker-compose (1.29, Python) only validates docker-compose.yml (`docker-compose config`):

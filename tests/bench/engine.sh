@@ -16,11 +16,12 @@
 #
 # Usage: tests/bench/engine.sh [--bin-dir build/bin] [--secs 5] [--rounds 3]
 #                              [--ttfb-iters 2000] [--streams 512] [--no-portkey]
+#                              [--threads 1]   (agent.threads)
 # Needs: haproxy, nginx, wrk, python3 (and node + npm for Portkey). Not run in CI.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
-bin=$root/build/bin secs=5 rounds=3 ttfb_iters=2000 streams=512 portkey=1
+bin=$root/build/bin secs=5 rounds=3 ttfb_iters=2000 streams=512 portkey=1 threads=1
 while [ $# -gt 0 ]; do
   case $1 in
     --bin-dir) bin=$2; shift 2 ;;
@@ -29,7 +30,8 @@ while [ $# -gt 0 ]; do
     --ttfb-iters) ttfb_iters=$2; shift 2 ;;
     --streams) streams=$2; shift 2 ;;
     --no-portkey) portkey=0; shift ;;
-    *) echo "usage: $0 [--bin-dir DIR] [--secs N] [--rounds N] [--ttfb-iters N] [--streams N] [--no-portkey]" >&2; exit 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    *) echo "usage: $0 [--bin-dir DIR] [--secs N] [--rounds N] [--ttfb-iters N] [--streams N] [--no-portkey] [--threads N]" >&2; exit 2 ;;
   esac
 done
 for c in haproxy nginx wrk python3; do
@@ -175,7 +177,7 @@ routing:
   rules: [{name: slow, model_pattern: "^slow-", primary: slow}]
 bypass: {enabled: true, provider: auto}
 haproxy: {bind: "127.0.0.1:$fe_eng", stats_bind: "127.0.0.1:$(free_port)", maxconn: 4000}
-agent: {spoa_bind: "127.0.0.1:$(free_port)", engine_bind: "127.0.0.1:$eng_port", threads: 1}
+agent: {spoa_bind: "127.0.0.1:$(free_port)", engine_bind: "127.0.0.1:$eng_port", threads: $threads}
 logging: {level: warn}
 YAML
 "$bin/lunaroute-control" render --config "$work/lunaroute.yaml" --out "$work/eng" >/dev/null
@@ -404,17 +406,18 @@ LUA
   esac
 fi
 
-python3 - "$rounds" "$secs" "$streams_json" "$agent_hwm_kb" "$agent_rss_kb" "${pk_rps:-}" "$ttfb_iters" <<PY
+python3 - "$rounds" "$secs" "$streams_json" "$agent_hwm_kb" "$agent_rss_kb" "${pk_rps:-}" "$ttfb_iters" "$threads" <<PY
 import json, statistics, sys
 rounds, secs = int(sys.argv[1]), sys.argv[2]
 st = json.loads(sys.argv[3]); hwm_kb, rss_kb = int(sys.argv[4]), int(sys.argv[5])
 pk = float(sys.argv[6]) if sys.argv[6] else None
 ttfb_iters = sys.argv[7]
+threads = sys.argv[8]
 res = {}
 $(for k in "${!res[@]}"; do echo "res['$k'] = '${res[$k]}'.split()"; done)
 def med(v, c, i):
     return statistics.median(float(res[f"{v},{c},{r}"][i]) for r in range(1, rounds + 1))
-print(f"engine benchmark: {rounds} interleaved rounds, wrk {secs}s each, median shown")
+print(f"engine benchmark: {rounds} interleaved rounds, wrk {secs}s each, median shown, agent threads {threads}")
 print(f"{'variant':<8} {'test':<22} {'req/s':>9} {'p50 us':>9} {'p99 us':>9}")
 for c in (1, 32):
     for v in ("plain", "engine"):

@@ -120,6 +120,52 @@ class Ingress(lrtest.LRTestCase):
                 self.assertOpenAIError(send("POST", CHAT, [JSON], b'[1,2]'), 400)
         self.assertNoRequests(self.openai, self.anthropic)
 
+    # -- what the engine reads from a body (body_peek.c; jansson for what it cannot judge) --
+    def test_body_model_read(self):
+        """The top-level "model" (the last of duplicates, escapes decoded, nested ones
+        ignored) is what routing and the metrics see; the body reaches the provider as sent."""
+        msgs = '[{"role":"user","content":"hi"}]'
+        cases = [  # (body, the model the engine must read)
+            ('{"metadata":{"model":"peek-nested"},"messages":%s,"model":"peek-last"}' % msgs,
+             "peek-last"),
+            ('{"model":"peek-dup-a","messages":%s,"model":"peek-dup-b"}' % msgs, "peek-dup-b"),
+            ('{"model":"\\u0070eek-\\u00e9sc","messages":%s}' % msgs, "peek-\u00e9sc"),
+            # a surrogate pair: left to jansson, same answer
+            ('{"model":"peek-emoji","messages":[{"role":"user","content":"\\ud83d\\ude00"}]}',
+             "peek-emoji"),
+        ]
+        m0 = self.stack.metrics()
+        for body, model in cases:
+            with self.subTest(body=body):
+                self.openai.clear()
+                raw = body.encode()
+                r = self.stack.http("POST", CHAT, [JSON], raw)
+                self.assertEqual(r.status, 200, r)
+                self.assertEqual(self.openai.wait_for(1)[0].body, raw)
+        m1 = self.stack.metrics()
+        for _, model in cases:
+            self.assertEqual(lrtest.metric(m1, "lunaroute_requests_total", model=model) -
+                             lrtest.metric(m0, "lunaroute_requests_total", model=model), 1, model)
+        for nested in ("peek-nested", "peek-dup-a"):
+            self.assertEqual(lrtest.metric(m1, "lunaroute_requests_total", model=nested), 0)
+
+    def test_body_rejected_400(self):
+        """What jansson refuses, the fast read refuses too, with the same 400."""
+        bad = [
+            b'{"model":"gpt-4o","messages":[{"role":"user","content":"\xed\xa0\x80"}]}',
+            b'{"model":"gpt-4o","messages":[{"role":"user","content":"\\ud800"}]}',
+            b'{"model":"gpt-4o","messages":[]}"x',
+            b'{"model":"gpt-4o","messages":[],"n":99999999999999999999}',
+            b'{"model":"gpt-4o",\x0c"messages":[]}',
+            b'{"model":"gpt-4o","model":1,"messages":[]}',
+            b'{"messages":[{"role":"user","content":"hi","model":"gpt-4o"}]}',
+            b'[{"model":"gpt-4o"}]',
+        ]
+        for body in bad:
+            with self.subTest(body=body):
+                self.assertOpenAIError(self.stack.engine_http("POST", CHAT, [JSON], body), 400)
+        self.assertNoRequests(self.openai, self.anthropic)
+
     def test_unknown_path_404(self):
         r = self.stack.engine_http("GET", "/v1/nope")
         self.assertOpenAIError(r, 404)
