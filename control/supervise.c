@@ -1202,8 +1202,9 @@ static int find_agent(struct sup *s, char *why, size_t len)
         *slash = 0;
     if (join(s->agent_bin, sizeof(s->agent_bin), self, "lunaroute-agent") < 0 ||
         access(s->agent_bin, X_OK) < 0) {
+        /* %.400s: the message must fit the caller's buffer, a path may not */
         snprintf(why, len,
-                 "cannot find lunaroute-agent next to lunaroute-control (%s); set "
+                 "cannot find lunaroute-agent next to lunaroute-control (%.400s); set "
                  "LUNAROUTE_AGENT_BIN",
                  s->agent_bin);
         return -1;
