@@ -19,7 +19,7 @@
 #                              [--threads 1]   (agent.threads)
 # Needs: haproxy, nginx, wrk, python3 (and node + npm for Portkey). Not run in CI.
 set -euo pipefail
-
+BENCH_NAME=engine
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=$root/build/bin secs=5 rounds=3 ttfb_iters=2000 streams=512 portkey=1 threads=1
 while [ $# -gt 0 ]; do
@@ -34,69 +34,19 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--bin-dir DIR] [--secs N] [--rounds N] [--ttfb-iters N] [--streams N] [--no-portkey] [--threads N]" >&2; exit 2 ;;
   esac
 done
-for c in haproxy nginx wrk python3; do
-  command -v $c >/dev/null || { echo "engine.sh: $c is not installed" >&2; exit 2; }
-done
-[ -x "$bin/lunaroute-control" ] && [ -x "$bin/lunaroute-agent" ] || {
-  echo "engine.sh: build first (cmake --build build; or pass --bin-dir)" >&2; exit 2; }
+. "$root/tests/bench/lib.sh"
+need haproxy nginx wrk python3
+need_bins "$bin"
 if [ $portkey = 1 ] && ! { command -v node >/dev/null && command -v npm >/dev/null; }; then
-  echo "engine.sh: node/npm missing: Portkey comparison skipped" >&2; portkey=0
+  note "node/npm missing: Portkey comparison skipped"; portkey=0
 fi
-
-work=$(mktemp -d /tmp/lr-bench-engine.XXXXXX)
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  # HAProxy -W workers and nginx workers are children of what we started: their process
-  # groups were started by us too (setsid below), take them down by group.
-  for p in "${pids[@]}"; do kill -9 -- "-$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-start() { # name cmd...: runs in its own session (process group = its pid), logs in $work
-  local name=$1; shift
-  setsid "$@" >"$work/$name.out" 2>"$work/$name.err" < /dev/null &
-  pids+=($!)
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 200); do
-    (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "engine.sh: port $1 never opened" >&2; return 1
-}
-note() { echo "[engine.sh] $*" >&2; }
 
 CHAT_JSON='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":9,"total_tokens":18}}'
 SSE_BODY='data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":"Hello"}}]}\n\ndata: {"id":"chatcmpl-bench","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":" world"}}]}\n\ndata: [DONE]\n\n'
 
 # --- upstream 1: nginx, fixed JSON (or SSE with ?sse=1)
 up_port=$(free_port)
-mkdir -p "$work/nginx"
-cat > "$work/nginx/nginx.conf" <<NGX
-worker_processes 1;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  keepalive_timeout 120s;
-  client_max_body_size 4m;
-  client_body_buffer_size 512k;
-  client_body_temp_path $work/nginx;
-  proxy_temp_path $work/nginx;
-  fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx;
-  scgi_temp_path $work/nginx;
-  server {
-    listen 127.0.0.1:$up_port backlog=4096;
+nginx_conf "$up_port" "
     location = /v1/chat/completions {
       if (\$arg_sse) { rewrite ^ /__sse last; }
       if (\$arg_big) { rewrite ^ /__big last; }
@@ -115,13 +65,10 @@ http {
       internal;
       proxy_pass http://127.0.0.1:$up_port/__inner;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
+      proxy_set_header Connection \"\";
     }
     location = /__inner { default_type application/json; return 200 '$CHAT_JSON'; }
-    location / { default_type application/json; return 200 '{"object":"list","data":[]}'; }
-  }
-}
-NGX
+    location / { default_type application/json; return 200 '{\"object\":\"list\",\"data\":[]}'; }"
 start nginx nginx -c "$work/nginx/nginx.conf" -p "$work/nginx"
 wait_port "$up_port"
 
@@ -183,22 +130,7 @@ YAML
 "$bin/lunaroute-control" render --config "$work/lunaroute.yaml" --out "$work/eng" >/dev/null
 # plain: no SPOE filter, the chat path straight to the openai provider backend (nginx), its
 # own frontend port and sockets, no stats frontend.
-mkdir -p "$work/plain"
-sed -e '/filter spoe/d' \
-    -e "s#127.0.0.1:$fe_eng#127.0.0.1:$fe_plain#" \
-    -e "s#$work/eng/#$work/plain/#g" "$work/eng/haproxy.cfg" > "$work/plain/haproxy.cfg"
-cp "$work/eng/routes.map" "$work/plain/routes.map"
-python3 - "$work/plain/haproxy.cfg" <<'PY'
-import re, sys
-p = sys.argv[1]
-s = open(p).read()
-s = re.sub(r"\nfrontend lr_stats\n(?:[ \t]+.*\n|\n)*?(?=\S)", "\n", s)
-# First matching use_backend wins: the chat path goes to nginx before the map lookup.
-s, n = re.subn(r"(\n[ \t]+)(use_backend %\[var\(txn\.lunaroute\.backend\))",
-               r"\1use_backend lr_provider_openai if { path /v1/chat/completions }\1\2", s, count=1)
-assert n == 1, "use_backend line not found in the rendered config"
-open(p, "w").write(s)
-PY
+plain_config "$work/eng" "$work/plain" "$fe_eng" "$fe_plain" "/v1/chat/completions lr_provider_openai"
 
 start agent "$bin/lunaroute-agent" --settings "$work/eng/agent.json"
 agent_pid=${pids[-1]}
@@ -238,25 +170,8 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model":"gpt-4o","messages":[{"role":"user","content":"' .. string.rep("abcdefgh", 32768) .. '"}]}'
 LUA
 
-run_wrk() { # port conns script [query] -> "rps p50_us p99_us"
-  local out
-  out=$(wrk -t "$([ "$2" -gt 1 ] && echo 2 || echo 1)" -c "$2" -d "${secs}s" --latency \
-        -s "$3" "http://127.0.0.1:$1/v1/chat/completions${4:-}")
-  python3 - "$out" <<'PY'
-import re, sys
-out = sys.argv[1]
-def us(v, unit):
-    return float(v) * {"us": 1, "ms": 1000, "s": 1e6}[unit]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
-p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-errs = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-sock = re.search(r"Socket errors: (.*)", out)
-if errs or sock:
-    sys.stderr.write("wrk reported errors:\n" + out)
-    sys.exit(1)
-print(f"{rps:.0f} {us(*p50.groups()):.1f} {us(*p99.groups()):.1f}")
-PY
+engine_wrk() { # port conns script [query] -> "rps p50_us p99_us"
+  run_wrk "http://127.0.0.1:$1/v1/chat/completions${4:-}" "$2" "$3" "$secs"
 }
 
 # --- TTFB client: keep-alive connection, N streaming requests, time from the request
@@ -308,12 +223,12 @@ for r in $(seq "$rounds"); do
   for c in 1 32; do
     for v in plain engine; do
       port=$([ $v = engine ] && echo "$fe_eng" || echo "$fe_plain")
-      res[$v,$c,$r]=$(run_wrk "$port" "$c" "$work/post.lua")
+      res[$v,$c,$r]=$(engine_wrk "$port" "$c" "$work/post.lua")
     done
   done
   for v in plain engine; do
     port=$([ $v = engine ] && echo "$fe_eng" || echo "$fe_plain")
-    res[$v,big,$r]=$(run_wrk "$port" 1 "$work/post256k.lua" "?big=1")
+    res[$v,big,$r]=$(engine_wrk "$port" 1 "$work/post256k.lua" "?big=1")
     res[$v,ttfb,$r]=$(python3 "$work/ttfb.py" "$port" "$ttfb_iters")
   done
 done
@@ -401,13 +316,13 @@ LUA
          -H 'x-portkey-provider: openai' -H "x-portkey-custom-host: http://127.0.0.1:$up_port/v1" \
          -d "$REQ" "http://127.0.0.1:$pk_port/v1/chat/completions" || true)
   case $body in
-    *Hello*) pk_rps=$(run_wrk "$pk_port" 32 "$work/portkey.lua" | cut -d' ' -f1) ;;
+    *Hello*) pk_rps=$(engine_wrk "$pk_port" 32 "$work/portkey.lua" | cut -d' ' -f1) ;;
     *) note "Portkey did not proxy to nginx (skipped): $body" ;;
   esac
 fi
 
 python3 - "$rounds" "$secs" "$streams_json" "$agent_hwm_kb" "$agent_rss_kb" "${pk_rps:-}" "$ttfb_iters" "$threads" <<PY
-import json, statistics, sys
+import json, os, statistics, sys
 rounds, secs = int(sys.argv[1]), sys.argv[2]
 st = json.loads(sys.argv[3]); hwm_kb, rss_kb = int(sys.argv[4]), int(sys.argv[5])
 pk = float(sys.argv[6]) if sys.argv[6] else None
@@ -454,4 +369,23 @@ for name, val, target, ok in rows:
     print(f"{name:<32} {val:<52} {target:<10} {'' if ok is None else ('yes' if ok else 'NO')}")
 if st["failed"]:
     print("first stream failure:", st["first_failure"])
+if os.environ.get("BENCH_RESULTS"):
+    t = f"engine ({threads} thread{'s' if threads != '1' else ''})"
+    def m(v, c, i, unit=" us"):
+        return f"{med(v, c, i):.0f}{unit}"
+    out = [
+        ("chat, 1 conn, p50", m("plain", 1, 1), m("engine", 1, 1), f"+{add50:.0f} us", "", None),
+        ("chat, 1 conn, p99", m("plain", 1, 2), m("engine", 1, 2), f"+{add99:.0f} us", "<= +100 us", add99 <= 100),
+        ("chat, 32 conns, req/s", m("plain", 32, 0, ""), m("engine", 32, 0, ""), f"{thr:.2f} of plain", ">= 0.50", thr >= 0.5),
+        ("stream, time to first byte", m("plain", "ttfb", 0), m("engine", "ttfb", 0), f"+{ttfb:.0f} us", "<= +250 us", ttfb <= 250),
+        ("256 KiB body, 1 conn, p50", m("plain", "big", 1), m("engine", "big", 1), f"+{big/1000:.2f} ms", "<= +1 ms", big <= 1000),
+        (f"{st['n']} concurrent streams", "", f"{st['failed']} failed, max gap {st['max_gap']:.2f} s",
+         f"agent RSS high-water {hwm_kb/1024:.0f} MiB", "no stall, <= 64 MiB", stall_ok and rss_ok),
+    ]
+    if pk is not None:
+        ours = med("engine", 32, 0)
+        out.append(("Portkey gateway, 32 conns, req/s", "", f"{ours:.0f} (Portkey {pk:.0f})", f"{ours/pk:.1f}x Portkey", "", None))
+    with open(os.environ["BENCH_RESULTS"], "a") as f:
+        for r in out:
+            f.write("\t".join([t] + list(r[:5]) + ["" if r[5] is None else ("yes" if r[5] else "no")]) + "\n")
 PY

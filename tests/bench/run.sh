@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every benchmark in one go (bypass.sh, engine.sh, translate.sh; soak.sh with --soak)
+# Runs every benchmark in one go (bypass.sh, engine.sh with agent.threads 1 and 2,
+# translate.sh; soak.sh with --soak)
 # and writes a summary: machine, date, and one table of results against plain HAProxy and
 # Portkey's gateway, each with its target. With --readme it also replaces the README's
 # generated performance block (between the bench:begin / bench:end markers).
@@ -35,6 +36,8 @@ run() { # name cmd...: full output in $out/<name>.txt
 }
 run bypass "$root/tests/bench/bypass.sh" --bin-dir "$bin" --secs "$secs" --rounds "$rounds"
 run engine "$root/tests/bench/engine.sh" --bin-dir "$bin" --secs "$secs" --rounds "$rounds" $portkey
+run engine-2threads "$root/tests/bench/engine.sh" --bin-dir "$bin" --secs "$secs" --rounds "$rounds" \
+  --threads 2 --no-portkey
 run translate "$root/tests/bench/translate.sh" --bin-dir "$bin" --secs "$secs" --rounds "$rounds"
 [ $soak = 1 ] && run soak "$root/tests/bench/soak.sh" --bin-dir "$bin"
 
