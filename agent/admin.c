@@ -271,8 +271,9 @@ int admin_reload_file(const char *path, const struct agent_settings *cur,
 
     memset(res, 0, sizeof(*res));
     if (!path) {
-        snprintf(err, errlen, "no settings file to re-read (the settings were not loaded from "
-                              "a file)");
+        snprintf(err, errlen,
+                 "no settings file to re-read (the settings were not loaded from "
+                 "a file)");
         return ADMIN_RELOAD_BAD_FILE;
     }
     struct agent_settings *ns = agent_settings_load(path, err, errlen);
@@ -533,9 +534,9 @@ static void handle_reload(struct admin_conn *c)
         json_array_append_new(restart, json_stringn(p, n));
         p += n + (comma ? 1 : 0);
     }
-    json_t *doc = json_pack("{s:s, s:s, s:b, s:s, s:o*}", "digest", res.digest,
-                            "previous_digest", res.previous_digest, "changed", res.changed,
-                            "bypass_provider", res.bypass_provider, "restart_required", restart);
+    json_t *doc = json_pack("{s:s, s:s, s:b, s:s, s:o*}", "digest", res.digest, "previous_digest",
+                            res.previous_digest, "changed", res.changed, "bypass_provider",
+                            res.bypass_provider, "restart_required", restart);
     ac_respond(c, 200, doc, NULL);
 }
 

@@ -42,14 +42,14 @@ struct agent_settings;
 /* The outcome of a settings reload (POST /v1/reload, SIGHUP). */
 enum admin_reload_status {
     ADMIN_RELOAD_OK = 0,
-    ADMIN_RELOAD_BAD_FILE = -1,     /* unreadable or invalid agent.json: nothing changed */
+    ADMIN_RELOAD_BAD_FILE = -1,      /* unreadable or invalid agent.json: nothing changed */
     ADMIN_RELOAD_PUBLISH_FAILED = -2 /* valid, but could not be put in force: nothing changed */
 };
 
 struct admin_reload_result {
-    char digest[65];          /* SHA-256 of the agent.json bytes now in force */
-    char previous_digest[65]; /* ... and of the settings it replaced */
-    bool changed;             /* the two differ */
+    char digest[65];           /* SHA-256 of the agent.json bytes now in force */
+    char previous_digest[65];  /* ... and of the settings it replaced */
+    bool changed;              /* the two differ */
     char bypass_provider[128]; /* the bypass provider in force after the reload */
     /* Keys that changed but take effect only on restart (comma-separated, "" when none):
      * spoa_bind, engine_bind, admin_socket, threads. */

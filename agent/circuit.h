@@ -10,12 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-enum circuit_state {
-    CIRCUIT_CLOSED = 0,
-    CIRCUIT_OPEN,
-    CIRCUIT_HALF_OPEN,
-    CIRCUIT_STATE_COUNT
-};
+enum circuit_state { CIRCUIT_CLOSED = 0, CIRCUIT_OPEN, CIRCUIT_HALF_OPEN, CIRCUIT_STATE_COUNT };
 const char *circuit_state_to_str(unsigned s); /* "closed" | "open" | "half_open" */
 
 struct circuit {

@@ -8,11 +8,7 @@
 
 struct agent_settings;
 
-enum classify_route {
-    CLASSIFY_ENGINE = 0,
-    CLASSIFY_BYPASS,
-    CLASSIFY_ROUTE_COUNT
-};
+enum classify_route { CLASSIFY_ENGINE = 0, CLASSIFY_BYPASS, CLASSIFY_ROUTE_COUNT };
 const char *classify_route_to_str(unsigned r); /* "engine" | "bypass" */
 
 /* What HAProxy told us about the request (the lunaroute-classify NOTIFY arguments). */

@@ -379,8 +379,7 @@ int engine_conn_begin(struct engine_conn *c, int status, const struct engine_htt
             rc = lr_buf_append_u64(o, (uint64_t)content_length);
         if (rc == 0)
             rc = lr_buf_append(o, "\r\n", 2);
-    }
-    else if (rc == 0 && c->resp_chunked)
+    } else if (rc == 0 && c->resp_chunked)
         rc = lr_buf_puts(o, "transfer-encoding: chunked\r\n");
     if (rc == 0)
         rc = lr_buf_puts(o, c->close_after ? "connection: close\r\n\r\n"

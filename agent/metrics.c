@@ -97,8 +97,8 @@ static struct {
     struct provider_metrics prov[METRICS_MAX_PROVIDER_LABELS];
     uint64_t fallbacks[METRICS_MAX_REASONS];
     struct label_table drop_fields;
-    uint64_t translations[2];                          /* by direction */
-    uint64_t dropped[2][METRICS_MAX_DROP_FIELDS];      /* by direction, field */
+    uint64_t translations[2];                     /* by direction */
+    uint64_t dropped[2][METRICS_MAX_DROP_FIELDS]; /* by direction, field */
     struct req_entry *req;
     size_t req_cap, req_n;
 } reg = {

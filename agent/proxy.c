@@ -20,10 +20,10 @@
 #include "translate.h"
 #include "upstream.h"
 
-#define PX_MAX_ERR_BODY  (64u * 1024u) /* a retryable error response kept for the verdict */
-#define PX_MAX_MODEL_LBL 200           /* model label bytes kept for metrics and logs */
-#define PX_MAX_RESP_HDRS 128
-#define PX_STATUS_GONE   499 /* metrics: the client went away first */
+#define PX_MAX_ERR_BODY   (64u * 1024u) /* a retryable error response kept for the verdict */
+#define PX_MAX_MODEL_LBL  200           /* model label bytes kept for metrics and logs */
+#define PX_MAX_RESP_HDRS  128
+#define PX_STATUS_GONE    499                   /* metrics: the client went away first */
 #define PX_MAX_XLATE_BODY (64u * 1024u * 1024u) /* a non-streamed response to translate */
 
 /* ---- generations ---- */
@@ -152,8 +152,8 @@ static const struct engine_http_header *client_credential(const struct engine_ht
 {
     for (size_t i = 0; i < req->n_headers; i++) {
         const struct engine_http_header *h = &req->headers[i];
-        if (to_anthropic && name_is(h->name, h->name_len, "authorization") &&
-            h->value_len > 7 && strncasecmp(h->value, "Bearer ", 7) == 0) {
+        if (to_anthropic && name_is(h->name, h->name_len, "authorization") && h->value_len > 7 &&
+            strncasecmp(h->value, "Bearer ", 7) == 0) {
             *off = 7;
             return h;
         }
@@ -225,7 +225,8 @@ struct curl_slist *proxy_upstream_headers(const struct engine_gen *g,
         const struct engine_http_header *cred = client_credential(req, to_anthropic, &off);
         lr_buf_reset(&line);
         if (cred) {
-            if (lr_buf_printf(&line, to_anthropic ? "x-api-key: %.*s" : "Authorization: Bearer %.*s",
+            if (lr_buf_printf(&line,
+                              to_anthropic ? "x-api-key: %.*s" : "Authorization: Bearer %.*s",
                               (int)(cred->value_len - off), cred->value + off) < 0)
                 *ok = false;
             else
@@ -410,8 +411,7 @@ static void px_send_kept(struct proxy_req *r, int status, const struct lr_buf *h
         size_t nl = strlen(p);
         const char *v = p + nl + 1;
         size_t vl = strlen(v);
-        if (!json_body ||
-            !(name_is(p, nl, "content-type") || name_is(p, nl, "content-encoding")))
+        if (!json_body || !(name_is(p, nl, "content-type") || name_is(p, nl, "content-encoding")))
             h[n++] = (struct engine_http_header){p, nl, v, vl};
         p = v + vl + 1;
     }
@@ -459,8 +459,7 @@ static void px_exhausted(struct proxy_req *r)
         }
     }
     if (r->last_status) {
-        px_send_kept(r, r->last_status, &r->last_hdrs, r->last_body.data, r->last_body.len,
-                     false);
+        px_send_kept(r, r->last_status, &r->last_hdrs, r->last_body.data, r->last_body.len, false);
         return;
     }
     if (!r->any_attempt) {
@@ -506,8 +505,7 @@ static void px_ka_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     struct proxy_req *r = w->data;
     /* a translated stream is written event by event: always at a boundary */
-    if (r->mode != PX_MODE_RELAY || r->paused ||
-        (!r->trs && (!r->sp.at_boundary || r->sp.failed)))
+    if (r->mode != PX_MODE_RELAY || r->paused || (!r->trs && (!r->sp.at_boundary || r->sp.failed)))
         return;
     static const char ka[] = ": keep-alive\n\n";
     (void)engine_conn_write(r->conn, ka, sizeof(ka) - 1);
@@ -913,8 +911,8 @@ static int px_prepare_body(struct proxy_req *r)
     json_t *copy = NULL;
     const char *tmpl = router_switch_message(r->gen->router);
     if (tmpl && r->root && r->prov != r->plan.p[0]) {
-        char *msg = router_switch_format(tmpl, r->plan.p[0]->name, r->prov->name, r->sw_reason,
-                                         r->model);
+        char *msg =
+            router_switch_format(tmpl, r->plan.p[0]->name, r->prov->name, r->sw_reason, r->model);
         copy = msg ? json_deep_copy(r->root) : NULL;
         if (copy && router_switch_inject(copy, r->dialect, msg) != 1) {
             json_decref(copy);
@@ -931,8 +929,8 @@ static int px_prepare_body(struct proxy_req *r)
                        : NULL;
         json_decref(copy);
         if (!body) {
-            r->xerr = r->root && r->xerr_buf[0] ? r->xerr_buf
-                                                : "The request could not be translated";
+            r->xerr =
+                r->root && r->xerr_buf[0] ? r->xerr_buf : "The request could not be translated";
             return -1;
         }
         metrics_translation(to == ROUTER_ANTHROPIC);

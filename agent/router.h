@@ -40,10 +40,10 @@ struct router_plan {
 };
 
 enum router_outcome {
-    ROUTER_OK = 0,        /* 2xx/4xx other than 429: the provider answered */
-    ROUTER_FAILED,        /* connect error, timeout, 5xx: counts toward the circuit */
-    ROUTER_RATE_LIMITED,  /* 429: avoid until Retry-After (or back-off) */
-    ROUTER_ABANDONED,     /* client went away before a verdict */
+    ROUTER_OK = 0,       /* 2xx/4xx other than 429: the provider answered */
+    ROUTER_FAILED,       /* connect error, timeout, 5xx: counts toward the circuit */
+    ROUTER_RATE_LIMITED, /* 429: avoid until Retry-After (or back-off) */
+    ROUTER_ABANDONED,    /* client went away before a verdict */
     ROUTER_OUTCOME_COUNT
 };
 const char *router_outcome_to_str(unsigned o);

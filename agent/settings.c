@@ -514,8 +514,7 @@ static int parse_http_server(struct agent_settings *s, const json_t *root, char 
     return 0;
 }
 
-static int parse_translation(struct agent_settings *s, const json_t *root, char *err,
-                             size_t errlen)
+static int parse_translation(struct agent_settings *s, const json_t *root, char *err, size_t errlen)
 {
     const json_t *t;
 

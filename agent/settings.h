@@ -74,8 +74,8 @@ struct agent_settings {
     uint64_t max_request_body_bytes;
     unsigned sse_keepalive_interval_secs;
     unsigned default_max_tokens; /* translation.default_max_tokens */
-    json_t *routing;  /* owned reference, may be NULL */
-    json_t *root;     /* the whole document, owned */
+    json_t *routing;             /* owned reference, may be NULL */
+    json_t *root;                /* the whole document, owned */
     char digest[65];  /* sha256 (lowercase hex) of the JSON bytes parsed, as `sha256sum` shows */
     time_t loaded_at; /* wall clock when parsed */
     /* bypass_provider was set at runtime (admin API, bypass-provider.json), not by the file;

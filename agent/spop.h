@@ -24,7 +24,7 @@ enum spop_frame_type {
 };
 const char *spop_frame_type_to_str(unsigned t);
 
-#define SPOP_FLAG_FIN 0x00000001u
+#define SPOP_FLAG_FIN  0x00000001u
 #define SPOP_FLAG_ABRT 0x00000002u
 
 /* DISCONNECT status codes (SPOE.txt "Errors & timeouts"). */
@@ -81,8 +81,8 @@ struct spop_data {
 /* ---- codec: (p, end) style; decoders advance *p only on success ---- */
 
 /* Return values of the decoders. */
-#define SPOP_OK 0
-#define SPOP_ERR_TRUNC (-1)   /* ran past end: within a frame this is an invalid frame */
+#define SPOP_OK          0
+#define SPOP_ERR_TRUNC   (-1) /* ran past end: within a frame this is an invalid frame */
 #define SPOP_ERR_INVALID (-2) /* malformed (bad type, overflow, ...) */
 
 /* HAProxy's varint: values < 240 in one byte, then 4+7+7+... bits. Max 10 bytes. */
@@ -98,8 +98,8 @@ int spop_str_encode(const char *s, size_t len, uint8_t **p, const uint8_t *end);
 /* ---- protocol core ---- */
 
 #define SPOP_MIN_FRAME_SIZE 256u
-#define SPOP_MAX_ARGS 32   /* args kept per message; further args are ignored */
-#define SPOP_MAX_ACTIONS 8 /* actions per message answer */
+#define SPOP_MAX_ARGS       32 /* args kept per message; further args are ignored */
+#define SPOP_MAX_ACTIONS    8  /* actions per message answer */
 
 struct spop_kv {
     const char *name;
@@ -157,11 +157,11 @@ const char *spop_conn_state_to_str(unsigned st);
 
 struct spop_conn {
     enum spop_conn_state state;
-    uint32_t our_max_frame;     /* what we accept before/while negotiating */
-    uint32_t max_frame;         /* negotiated (min of ours and HAProxy's) once READY */
-    bool healthcheck;           /* HELLO had healthcheck=true: close after AGENT-HELLO */
-    enum spop_status status;    /* status we disconnected with, or HAProxy's on its DISCON */
-    char engine_id[64];         /* HAProxy's engine-id, truncated, for logs */
+    uint32_t our_max_frame;  /* what we accept before/while negotiating */
+    uint32_t max_frame;      /* negotiated (min of ours and HAProxy's) once READY */
+    bool healthcheck;        /* HELLO had healthcheck=true: close after AGENT-HELLO */
+    enum spop_status status; /* status we disconnected with, or HAProxy's on its DISCON */
+    char engine_id[64];      /* HAProxy's engine-id, truncated, for logs */
     uint64_t frames_in, notify_in, acks_out;
 };
 

@@ -61,14 +61,13 @@ typedef void (*tr_drop_fn)(void *ud, const char *field);
  * when the request cannot be expressed in the target dialect (not an object, "messages"
  * missing or not an array, a message that is not an object, ...): the caller answers 400. */
 json_t *tr_request(enum tr_dialect from, enum tr_dialect to, const json_t *req,
-                   const struct tr_opts *opts, tr_drop_fn drop, void *ud, char *err,
-                   size_t errlen);
+                   const struct tr_opts *opts, tr_drop_fn drop, void *ud, char *err, size_t errlen);
 
 /* Successful (2xx) non-streaming response translation. `created` is the Unix time put in an
  * OpenAI response's "created" (OpenAI -> Anthropic ignores it). NULL when resp is not a
  * response of the source dialect (the caller answers 502). */
-json_t *tr_response(enum tr_dialect from, enum tr_dialect to, const json_t *resp,
-                    int64_t created, tr_drop_fn drop, void *ud);
+json_t *tr_response(enum tr_dialect from, enum tr_dialect to, const json_t *resp, int64_t created,
+                    tr_drop_fn drop, void *ud);
 
 /* Error translation: `body` is the upstream's parsed error body (NULL or any JSON when it was
  * not JSON: the message then says so with the status). Returns the body in the `to`

@@ -52,7 +52,7 @@ struct up_url {
 
 struct upstream_xfer {
     struct upstream *u;
-    struct up_url *url; /* the cached parsed URL in use, or NULL */
+    struct up_url *url;                          /* the cached parsed URL in use, or NULL */
     struct upstream_xfer *prev, *next;           /* u->xfers */
     struct upstream_xfer *pend_prev, *pend_next; /* u->pend_head, when pend != 0 or cancelled */
     CURL *easy;
@@ -198,8 +198,8 @@ static struct up_url *url_get(struct upstream *u, const char *url)
     CURLU *h = curl_url();
     char *copy = h ? strdup(url) : NULL;
     /* the flags libcurl itself parses CURLOPT_URL with */
-    if (!copy || curl_url_set(h, CURLUPART_URL, url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) !=
-                     CURLUE_OK) {
+    if (!copy || curl_url_set(h, CURLUPART_URL, url,
+                              CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK) {
         curl_url_cleanup(h);
         free(copy);
         return NULL;

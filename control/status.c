@@ -500,8 +500,8 @@ json_t *status_parse_servers_state(const char *text)
                             flag_names(col(&h, cols, n, "srv_check_state"), check_flags,
                                        sizeof(check_flags) / sizeof(check_flags[0])));
         const char *ssl = col(&h, cols, n, "srv_use_ssl");
-        json_object_set_new(o, "use_ssl", ssl && *ssl ? json_boolean(strcmp(ssl, "0") != 0)
-                                                      : json_null());
+        json_object_set_new(o, "use_ssl",
+                            ssl && *ssl ? json_boolean(strcmp(ssl, "0") != 0) : json_null());
         json_object_set_new(b, sv, o);
     }
     free(copy);

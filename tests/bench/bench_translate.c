@@ -39,20 +39,20 @@ static volatile size_t sink;
 static char *conversation(size_t bytes)
 {
     json_t *msgs = json_array();
-    json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "system", "content",
-                                          "You are a helpful assistant."));
+    json_array_append_new(
+        msgs, json_pack("{s:s,s:s}", "role", "system", "content", "You are a helpful assistant."));
     char turn[241];
     memset(turn, 'x', sizeof(turn) - 1);
     turn[sizeof(turn) - 1] = 0;
     size_t n = bytes / 280 + 1;
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", i % 2 ? "assistant" : "user",
-                                              "content", turn));
-    json_t *req = json_pack(
-        "{s:s,s:o,s:i,s:f,s:[{s:s,s:{s:s,s:s,s:{s:s,s:{s:{s:s}}}}}]}", "model", "claude-3-5-haiku",
-        "messages", msgs, "max_tokens", 256, "temperature", 0.5, "tools", "type", "function",
-        "function", "name", "lookup", "description", "Looks a thing up", "parameters", "type",
-        "object", "properties", "q", "type", "string");
+        json_array_append_new(
+            msgs, json_pack("{s:s,s:s}", "role", i % 2 ? "assistant" : "user", "content", turn));
+    json_t *req = json_pack("{s:s,s:o,s:i,s:f,s:[{s:s,s:{s:s,s:s,s:{s:s,s:{s:{s:s}}}}}]}", "model",
+                            "claude-3-5-haiku", "messages", msgs, "max_tokens", 256, "temperature",
+                            0.5, "tools", "type", "function", "function", "name", "lookup",
+                            "description", "Looks a thing up", "parameters", "type", "object",
+                            "properties", "q", "type", "string");
     char *s = json_dumps(req, JSON_COMPACT);
     json_decref(req);
     return s;
@@ -139,8 +139,8 @@ static double per_chunk(enum tr_dialect from, int rounds, int chunks)
         struct tr_stream *s = tr_stream_new(from, "m", true, 1700000000);
         if (from == TR_ANTHROPIC) {
             tr_stream_feed(s, "message_start", 13, a_start, sizeof(a_start) - 1, NULL, NULL, &out);
-            tr_stream_feed(s, "content_block_start", 19, a_bstart, sizeof(a_bstart) - 1, NULL,
-                           NULL, &out);
+            tr_stream_feed(s, "content_block_start", 19, a_bstart, sizeof(a_bstart) - 1, NULL, NULL,
+                           &out);
         } else {
             tr_stream_feed(s, NULL, 0, o_first, sizeof(o_first) - 1, NULL, NULL, &out);
         }
@@ -183,10 +183,10 @@ int main(int argc, char **argv)
     } cases[] = {{"request+response, 1 KiB", small, ls, 20000},
                  {"request+response, 256 KiB", big, lb, 60}};
     for (size_t i = 0; i < 2; i++) {
-        double p = median_per_call(passthrough_once, cases[i].body, cases[i].len, rounds,
-                                   cases[i].iters);
-        double t = median_per_call(translate_once, cases[i].body, cases[i].len, rounds,
-                                   cases[i].iters);
+        double p =
+            median_per_call(passthrough_once, cases[i].body, cases[i].len, rounds, cases[i].iters);
+        double t =
+            median_per_call(translate_once, cases[i].body, cases[i].len, rounds, cases[i].iters);
         printf("%-28s %8zu B %9.1f us %9.1f us %5.1f us\n", cases[i].name, cases[i].len, p * 1e6,
                t * 1e6, (t - p) * 1e6);
     }

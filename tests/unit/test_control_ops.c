@@ -87,23 +87,21 @@ static int setup(void **state)
     assert_non_null(f);
     snprintf(f->dir, sizeof(f->dir), "/tmp/lr-validate-test-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
-    if (supervise_find_program("LUNAROUTE_HAPROXY_BIN", "haproxy", f->haproxy,
-                               sizeof(f->haproxy)) < 0 &&
+    if (supervise_find_program("LUNAROUTE_HAPROXY_BIN", "haproxy", f->haproxy, sizeof(f->haproxy)) <
+            0 &&
         supervise_find_program(NULL, "/usr/sbin/haproxy", f->haproxy, sizeof(f->haproxy)) < 0)
         f->haproxy[0] = 0;
     /* The built-in defaults, rendered for a fleet. */
     struct lr_config *c = NULL;
     struct cfg_errors errs = {0};
-    assert_int_equal(config_load_string("{}\n", 3, "test.yaml", cfg_getenv_process, NULL, &c,
-                                        &errs),
-                     0);
+    assert_int_equal(
+        config_load_string("{}\n", 3, "test.yaml", cfg_getenv_process, NULL, &c, &errs), 0);
     cfg_errors_free(&errs);
     char err[512] = "";
     if (render_write_all(c, RENDER_BOLTIN, f->dir, err, sizeof(err)) < 0)
         fail_msg("render boltin: %s", err);
     config_free(c);
-    if (validate_write_boltin_harness(f->dir, f->harness, sizeof(f->harness), err,
-                                      sizeof(err)) < 0)
+    if (validate_write_boltin_harness(f->dir, f->harness, sizeof(f->harness), err, sizeof(err)) < 0)
         fail_msg("harness: %s", err);
     snprintf(f->backends, sizeof(f->backends), "%s/lunaroute-backends.cfg", f->dir);
     *state = f;
@@ -138,8 +136,7 @@ static void append_to_snippet(struct fx *f, const char *line)
     assert_non_null(fp);
     fputs(line, fp);
     fclose(fp);
-    if (validate_write_boltin_harness(f->dir, f->harness, sizeof(f->harness), err,
-                                      sizeof(err)) < 0)
+    if (validate_write_boltin_harness(f->dir, f->harness, sizeof(f->harness), err, sizeof(err)) < 0)
         fail_msg("harness: %s", err);
 }
 
