@@ -8,8 +8,9 @@ pkgs=(gcc make cmake pkg-config libev-dev libjansson-dev libyajl-dev libyaml-dev
       node-llhttp haproxy ca-certificates python3)
 case "$what" in
   # docker-compose (1.29, Python) only validates docker-compose.yml (`docker-compose config`):
-  # no Docker engine is needed or installed; python3-yaml is how test_compose.py reads it.
-  test)  pkgs+=(libcmocka-dev clang libclang-rt-14-dev curl docker-compose python3-yaml)
+  # no Docker engine is needed or installed; python3-yaml is how test_compose.py reads it;
+  # systemd brings systemd-analyze for test_systemd.py (nothing is started).
+  test)  pkgs+=(libcmocka-dev clang libclang-rt-14-dev curl docker-compose python3-yaml systemd)
          # node + npm for the official-SDK tests (tests/integration/sdk); a node already on
          # the machine (e.g. NodeSource's, which bundles npm) is used as it is
          command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
