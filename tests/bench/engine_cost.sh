@@ -11,7 +11,7 @@
 # Prints instructions (or system calls) per request and the top functions by self cost.
 # Needs: haproxy, nginx, python3, valgrind (callgrind) or strace. Not run in CI.
 set -euo pipefail
-
+BENCH_NAME=engine_cost
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=$root/build/bin requests=2000 conns=4 body=small tool=callgrind threads=1 top=25 out=""
 while [ $# -gt 0 ]; do
@@ -28,62 +28,16 @@ while [ $# -gt 0 ]; do
   esac
 done
 case $body in small|256k) ;; *) echo "engine_cost.sh: --body small|256k" >&2; exit 2 ;; esac
-case $tool in callgrind) need=valgrind ;; strace) need=strace ;; *) echo "engine_cost.sh: --tool callgrind|strace" >&2; exit 2 ;; esac
-for c in haproxy nginx python3 curl $need; do
-  command -v "$c" >/dev/null || { echo "engine_cost.sh: $c is not installed" >&2; exit 2; }
-done
-[ -x "$bin/lunaroute-control" ] && [ -x "$bin/lunaroute-agent" ] || {
-  echo "engine_cost.sh: build first (make build; or pass --bin-dir)" >&2; exit 2; }
+case $tool in callgrind) tool_cmd=valgrind ;; strace) tool_cmd=strace ;; *) echo "engine_cost.sh: --tool callgrind|strace" >&2; exit 2 ;; esac
+. "$root/tests/bench/lib.sh"
+need haproxy nginx python3 curl "$tool_cmd"
+need_bins "$bin"
 
-work=$(mktemp -d /tmp/lr-bench-cost.XXXXXX)
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.5
-  for p in "${pids[@]}"; do kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-start() { # name cmd...: in its own session (process group = its pid)
-  local name=$1; shift
-  setsid "$@" >"$work/$name.out" 2>"$work/$name.err" < /dev/null &
-  pids+=($!)
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 600); do
-    (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "engine_cost.sh: port $1 never opened" >&2; return 1
-}
 
 CHAT_JSON='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":9,"total_tokens":18}}'
 up_port=$(free_port)
-mkdir -p "$work/nginx"
-cat > "$work/nginx/nginx.conf" <<NGX
-worker_processes 1;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  client_max_body_size 4m;
-  client_body_buffer_size 512k;
-  client_body_temp_path $work/nginx;
-  proxy_temp_path $work/nginx;
-  fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx;
-  scgi_temp_path $work/nginx;
-  server {
-    listen 127.0.0.1:$up_port;
-    location = /v1/chat/completions { default_type application/json; return 200 '$CHAT_JSON'; }
-  }
-}
-NGX
+nginx_conf "$up_port" "
+    location = /v1/chat/completions { default_type application/json; return 200 '$CHAT_JSON'; }"
 start nginx nginx -c "$work/nginx/nginx.conf" -p "$work/nginx"
 wait_port "$up_port"
 
@@ -106,7 +60,7 @@ else
 fi
 agent_pid=${pids[-1]}
 start haproxy haproxy -W -f "$work/eng/haproxy.cfg" -p "$work/eng/haproxy.pid"
-wait_port "$fe"; wait_port "$eng"
+wait_port "$fe" 600; wait_port "$eng" 600 # the agent may be under valgrind: slow to start
 # spop-check marks the agent up (slowly under valgrind): wait for one request through
 for i in $(seq 120); do
   curl -sf -o /dev/null -H 'content-type: application/json' -d '{"model":"gpt-4o","messages":[]}' \

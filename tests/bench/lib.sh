@@ -7,7 +7,7 @@ pids=()
 bench_cleanup() {
   local p
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
+  sleep 0.5 # time to exit cleanly (an agent under valgrind writes its profile)
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   # HAProxy -W workers and nginx workers are children of what we started, in the process
   # group that setsid gave it (group id = its pid).
@@ -38,8 +38,8 @@ start() { # name cmd...: runs in its own session (process group = its pid), logs
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-wait_port() {
-  for _ in $(seq 200); do
+wait_port() { # port [tries of 50 ms, default 200]
+  for _ in $(seq "${2:-200}"); do
     (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0
     sleep 0.05
   done
