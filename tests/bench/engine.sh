@@ -75,42 +75,8 @@ wait_port "$up_port"
 # --- upstream 2: a slow streaming upstream for the concurrent-streams test (Python asyncio):
 # every request gets N_EVENTS SSE events, one every GAP seconds, chunked.
 slow_port=$(free_port)
-cat > "$work/slow_upstream.py" <<'PY'
-import asyncio, sys
-PORT, N_EVENTS, GAP = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-async def handle(r, w):
-    try:
-        while True:
-            head = await r.readuntil(b"\r\n\r\n")
-            n = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    n = int(line.split(b":")[1])
-            if n:
-                await r.readexactly(n)
-            w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                    b"Transfer-Encoding: chunked\r\n\r\n")
-            await w.drain()
-            for i in range(N_EVENTS):
-                ev = b'data: {"choices":[{"delta":{"content":"t%d"}}]}\n\n' % i
-                w.write(b"%x\r\n%s\r\n" % (len(ev), ev))
-                await w.drain()
-                await asyncio.sleep(GAP)
-            ev = b"data: [DONE]\n\n"
-            w.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(ev), ev))
-            await w.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        w.close()
-async def main():
-    srv = await asyncio.start_server(handle, "127.0.0.1", PORT, backlog=4096)
-    async with srv:
-        await srv.serve_forever()
-asyncio.run(main())
-PY
 slow_events=10 slow_gap=0.5
-start slowup python3 "$work/slow_upstream.py" "$slow_port" "$slow_events" "$slow_gap"
+start slowup python3 "$root/tests/bench/slow_upstream.py" "$slow_port" "$slow_events" "$slow_gap"
 wait_port "$slow_port"
 
 # --- the stack under test, rendered by lunaroute-control

@@ -48,37 +48,7 @@ start nginx nginx -c "$work/nginx/nginx.conf" -p "$work/nginx"
 wait_port "$up_port"
 
 slow_port=$(free_port)
-cat >"$work/slow_upstream.py" <<'PY'
-import asyncio, sys
-async def handle(r, w):
-    try:
-        while True:
-            head = await r.readuntil(b"\r\n\r\n")
-            n = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    n = int(line.split(b":")[1])
-            await r.readexactly(n)
-            w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-            for i in range(5):
-                ev = b'data: {"choices":[{"index":0,"delta":{"content":"t%d"}}]}\n\n' % i
-                w.write(b"%x\r\n%s\r\n" % (len(ev), ev))
-                await w.drain()
-                await asyncio.sleep(0.1)
-            ev = b"data: [DONE]\n\n"
-            w.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(ev), ev))
-            await w.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        w.close()
-async def main():
-    srv = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]), backlog=1024)
-    async with srv:
-        await srv.serve_forever()
-asyncio.run(main())
-PY
-start slowup python3 "$work/slow_upstream.py" "$slow_port"
+start slowup python3 "$root/tests/bench/slow_upstream.py" "$slow_port" 5 0.1
 wait_port "$slow_port"
 
 fe=$(free_port) eng_port=$(free_port)
