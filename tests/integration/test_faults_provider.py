@@ -359,7 +359,7 @@ class ProviderFaults(ProviderCase):
                 return ""
             return answered_by("lim2")(rid, status, headers, payload)
         results = self.load([lrtest.LoadKind("lim", openai_req("lim-m"), check,
-                                             threads=THREADS)], duration=window + 1.5).wait()
+                                             threads=THREADS)], duration=window + 4.0).wait()
         l1.on(CHAT, None)
         lrtest.log(lrtest.load_summary("429 burst", results))
         self.assert_all_ok(results, "429 burst")
