@@ -8,6 +8,8 @@
 
 #include <yajl/yajl_parse.h>
 
+#include "json_io.h"
+
 /* Deeper nesting is left to jansson, which has its own limit (2048). */
 #define BP_MAX_DEPTH 1000u
 /* The body is checked as UTF-8 by jansson in pieces of about this size. */
@@ -228,55 +230,6 @@ static const yajl_callbacks bp_callbacks = {
     .yajl_end_array = bp_end,
 };
 
-#define BP_ONES  0x0101010101010101ull
-#define BP_HIGHS 0x8080808080808080ull
-
-static bool bp_any_high(const unsigned char *p, size_t len)
-{
-    uint64_t acc = 0;
-    size_t i = 0;
-    for (; i + 8 <= len; i += 8) {
-        uint64_t w;
-        memcpy(&w, p + i, 8);
-        acc |= w;
-    }
-    for (; i < len; i++)
-        acc |= p[i];
-    return (acc & BP_HIGHS) != 0;
-}
-
-enum { BP_SCAN_HIGH = 1, BP_SCAN_NUL = 2, BP_SCAN_BAD_CTL = 4 };
-
-static unsigned bp_scan_byte(unsigned char c)
-{
-    if (c >= 0x80)
-        return BP_SCAN_HIGH;
-    if (c >= 0x20 || c == '\t' || c == '\n' || c == '\r')
-        return 0;
-    return c == 0 ? BP_SCAN_NUL : BP_SCAN_BAD_CTL;
-}
-
-/* One pass over the body, a word at a time: bytes >= 0x80, NUL, and the other control bytes
- * that are not JSON whitespace. */
-static unsigned bp_scan(const unsigned char *p, size_t len)
-{
-    unsigned f = 0;
-    size_t i = 0;
-    for (; i + 8 <= len; i += 8) {
-        uint64_t w;
-        memcpy(&w, p + i, 8);
-        if (w & BP_HIGHS)
-            f |= BP_SCAN_HIGH;
-        /* some byte < 0x20 (exact as a yes/no for bytes < 0x80) */
-        if ((w - 0x20 * BP_ONES) & ~w & BP_HIGHS)
-            for (size_t k = 0; k < 8; k++)
-                f |= bp_scan_byte(p[i + k]);
-    }
-    for (; i < len; i++)
-        f |= bp_scan_byte(p[i]);
-    return f;
-}
-
 /* yajl checks UTF-8 less strictly than jansson (overlong forms, surrogates, > U+10FFFF):
  * the body goes through jansson's own check (json_stringn validates what it copies), in
  * pieces that end after an ASCII byte so that no sequence is split. */
@@ -287,7 +240,7 @@ static bool bp_utf8_ok(const unsigned char *p, size_t len)
         size_t end = len - i > BP_UTF8_CHUNK ? i + BP_UTF8_CHUNK : len;
         while (end < len && (p[end - 1] & 0x80))
             end++;
-        if (bp_any_high(p + i, end - i)) {
+        if (json_io_scan(p + i, end - i) & JIO_SCAN_HIGH) {
             json_t *s = json_stringn((const char *)p + i, end - i);
             if (!s)
                 return false;
@@ -296,20 +249,6 @@ static bool bp_utf8_ok(const unsigned char *p, size_t len)
         i = end;
     }
     return true;
-}
-
-/* A \uD800-\uDFFF escape (or text that looks like one): yajl decodes unpaired surrogates
- * where jansson refuses them, so such bodies are left to jansson. */
-static bool bp_maybe_surrogate(const char *p, size_t len)
-{
-    const char *end = p + len;
-    while ((p = memchr(p, '\\', (size_t)(end - p)))) {
-        if (end - p >= 4 && p[1] == 'u' && (p[2] | 0x20) == 'd' &&
-            ((p[3] >= '8' && p[3] <= '9') || ((p[3] | 0x20) >= 'a' && (p[3] | 0x20) <= 'f')))
-            return true;
-        p++;
-    }
-    return false;
 }
 
 enum body_peek_result body_peek(const char *body, size_t len, char *model, size_t model_size,
@@ -322,10 +261,10 @@ enum body_peek_result body_peek(const char *body, size_t len, char *model, size_
     /* Raw control bytes: jansson refuses them anywhere (no token outside a string, control
      * characters inside one), while yajl takes \v and \f for whitespace. A NUL byte is left
      * to jansson: right after a number or a literal, json_loadb skips it. */
-    unsigned scan = bp_scan((const unsigned char *)body, len);
-    if (scan & BP_SCAN_BAD_CTL)
+    unsigned scan = json_io_scan((const unsigned char *)body, len);
+    if (scan & JIO_SCAN_BAD_CTL)
         return BODY_PEEK_INVALID;
-    if (scan & BP_SCAN_NUL)
+    if (scan & JIO_SCAN_NUL)
         return BODY_PEEK_UNSURE;
     struct bp_state st = {.model = model, .model_size = model_size, .out = out};
     yajl_handle h = yajl_alloc(&bp_callbacks, NULL, &st);
@@ -347,9 +286,9 @@ enum body_peek_result body_peek(const char *body, size_t len, char *model, size_
     for (size_t i = st.top_end; i < len; i++)
         if (body[i] != ' ' && body[i] != '\t' && body[i] != '\n' && body[i] != '\r')
             return BODY_PEEK_INVALID;
-    if ((scan & BP_SCAN_HIGH) && !bp_utf8_ok((const unsigned char *)body, len))
+    if ((scan & JIO_SCAN_HIGH) && !bp_utf8_ok((const unsigned char *)body, len))
         return BODY_PEEK_INVALID;
-    if (bp_maybe_surrogate(body, len))
+    if (json_io_maybe_surrogate(body, len))
         return BODY_PEEK_UNSURE;
     if (st.top_array)
         return BODY_PEEK_NOT_OBJECT;

@@ -11,6 +11,7 @@
 
 #include "body_peek.h"
 #include "buf.h"
+#include "json_io.h"
 #include "log.h"
 #include "metrics.h"
 #include "retry_after.h"
@@ -430,12 +431,12 @@ static char *px_translate_error(struct proxy_req *r, int status, const struct lr
                                 enum router_dialect from, int *status_out, size_t *len)
 {
     json_error_t e;
-    json_t *in = body->len ? json_loadb((const char *)body->data, body->len, 0, &e) : NULL;
+    json_t *in = body->len ? json_io_loadb((const char *)body->data, body->len, &e) : NULL;
     json_t *out = tr_error(px_tr(from), px_tr(r->dialect), status, in, status_out);
-    char *text = out ? json_dumps(out, JSON_COMPACT) : NULL;
+    *len = 0;
+    char *text = out ? json_io_dumps(out, len) : NULL;
     json_decref(in);
     json_decref(out);
-    *len = text ? strlen(text) : 0;
     return text;
 }
 
@@ -823,12 +824,11 @@ static void px_xlate_done(struct proxy_req *r, CURLcode code, const char *error)
     char *text = NULL;
     if (status >= 200 && status < 300) {
         json_error_t e;
-        json_t *in = json_loadb((const char *)(r->cur_body.data ? r->cur_body.data : (void *)""),
-                                r->cur_body.len, 0, &e);
+        json_t *in = json_io_loadb((const char *)r->cur_body.data, r->cur_body.len, &e);
         json_t *out = in ? tr_response(px_tr(from), px_tr(r->dialect), in, (int64_t)time(NULL),
                                        px_drop_fn(r->dialect), r)
                          : NULL;
-        text = out ? json_dumps(out, JSON_COMPACT) : NULL;
+        text = out ? json_io_dumps(out, &len) : NULL;
         json_decref(in);
         json_decref(out);
         if (!text) {
@@ -837,7 +837,6 @@ static void px_xlate_done(struct proxy_req *r, CURLcode code, const char *error)
             px_fail_json(r, 502, "The upstream response could not be translated");
             return;
         }
-        len = strlen(text);
     } else if (!(text = px_translate_error(r, status, &r->cur_body, from, &status, &len))) {
         px_fail_json(r, 502, "Out of memory");
         return;
@@ -936,8 +935,8 @@ static int px_prepare_body(struct proxy_req *r)
         metrics_translation(to == ROUTER_ANTHROPIC);
     }
     if (body) {
-        r->out_body = json_dumps(body, JSON_COMPACT);
-        r->out_body_len = r->out_body ? strlen(r->out_body) : 0;
+        r->out_body_len = 0;
+        r->out_body = json_io_dumps(body, &r->out_body_len);
         json_decref(body);
         if (!r->out_body && r->xlate) {
             r->xerr = "Out of memory";
@@ -1070,7 +1069,7 @@ void proxy_handle(struct proxy_ctx *px, struct engine_conn *c,
         keep = px_prov_dialect(r->plan.p[i]) != r->dialect;
     if (keep && !r->root) {
         json_error_t e;
-        r->root = json_loadb(req->body ? req->body : "", (size_t)req->body_len, 0, &e);
+        r->root = json_io_loadb(req->body, (size_t)req->body_len, &e);
         if (!json_is_object(r->root)) { /* cannot happen: body_peek agreed with jansson */
             px_fail_json(r, 400, "The request body is not valid JSON");
             return;

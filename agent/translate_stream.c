@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json_io.h"
+
 #define MAX_BLOCKS 4096 /* Anthropic content blocks / OpenAI tool calls per message */
 
 /* Fields dropped in a stream are reported once per stream. */
@@ -97,15 +99,10 @@ static void puts_(struct emit *e, const char *s)
     put(e, s, strlen(s));
 }
 
-static int dump_cb(const char *buf, size_t size, void *ud)
-{
-    return lr_buf_append(ud, buf, size) < 0 ? -1 : 0;
-}
-
 /* Appends v serialised compactly (any JSON value; key order as inserted). */
 static void put_json(struct emit *e, const json_t *v)
 {
-    if (e->rc == 0 && json_dump_callback(v, dump_cb, e->b, JSON_COMPACT | JSON_ENCODE_ANY) < 0)
+    if (e->rc == 0 && json_io_append(e->b, v) < 0)
         e->rc = -ENOMEM;
 }
 
@@ -277,7 +274,7 @@ static int a_message_start(struct tr_stream *s, const json_t *d, struct emit *e)
     json_t *head = json_pack(
         "{s:s,s:s,s:I,s:s}", "id", json_string_value(json_object_get(msg, "id")), "object",
         "chat.completion.chunk", "created", (json_int_t)s->created, "model", s->model);
-    char *text = head ? json_dumps(head, JSON_COMPACT) : NULL;
+    char *text = head ? json_io_dumps(head, NULL) : NULL;
     json_decref(head);
     if (!text)
         return -ENOMEM;
@@ -344,7 +341,7 @@ static int a_block_start(struct tr_stream *s, const json_t *d, tr_drop_fn drop, 
         const json_t *input = json_object_get(cb, "input");
         char *args = NULL;
         if (json_is_object(input) && json_object_size(input) > 0) {
-            args = json_dumps(input, JSON_COMPACT);
+            args = json_io_dumps(input, NULL);
             if (!args)
                 return -ENOMEM;
         }
@@ -828,7 +825,7 @@ int tr_stream_feed(struct tr_stream *s, const char *event, size_t event_len, con
     } else {
         json_error_t jerr;
         memset(&jerr, 0, sizeof(jerr));
-        json_t *d = json_loadb(data, data_len, 0, &jerr);
+        json_t *d = json_io_loadb(data, data_len, &jerr);
         /* a parse error always has a text; jansson leaves it empty when it could not even
          * allocate its lexer */
         if (!d && (!jerr.text[0] || json_error_code(&jerr) == json_error_out_of_memory))

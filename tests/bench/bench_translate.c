@@ -1,8 +1,9 @@
 /* Translation cost, in process, side by side with what passthrough does (issue #5).
  *
- *   passthrough : json_loadb of the body (the engine reads "model" and "stream")
- *   translated  : json_loadb + tr_request + json_dumps (request) and json_loadb +
- *                 tr_response + json_dumps (the provider's answer)
+ *   passthrough : body_peek of the body (how the engine reads "model" and "stream")
+ *   translated  : body_peek, then what the engine does to translate: json_io_loadb +
+ *                 tr_request + json_io_dumps (request) and json_io_loadb + tr_response +
+ *                 json_io_dumps (the provider's answer)
  * for a 1 KiB and a 256 KiB conversation, and the cost of tr_stream_feed per streamed chunk
  * (a text delta) in both directions. Prints medians of --rounds rounds (default 7).
  * The end-to-end added latency through HAProxy is in tests/bench/translate.sh.
@@ -15,7 +16,9 @@
 
 #include <jansson.h>
 
+#include "body_peek.h"
 #include "buf.h"
+#include "json_io.h"
 #include "sse.h"
 #include "translate.h"
 
@@ -67,10 +70,9 @@ static const char anthropic_resp[] =
 static double passthrough_once(const char *body, size_t len)
 {
     double t0 = now();
-    json_error_t e;
-    json_t *root = json_loadb(body, len, 0, &e);
-    sink += json_string_length(json_object_get(root, "model"));
-    json_decref(root);
+    char model[256];
+    struct body_peek bp;
+    sink += (size_t)body_peek(body, len, model, sizeof(model), &bp) + bp.model_len;
     return now() - t0;
 }
 
@@ -79,18 +81,22 @@ static double translate_once(const char *body, size_t len)
     double t0 = now();
     json_error_t e;
     char err[128];
-    json_t *root = json_loadb(body, len, 0, &e);
+    char model[256];
+    struct body_peek bp;
+    sink += (size_t)body_peek(body, len, model, sizeof(model), &bp) + bp.model_len;
+    json_t *root = json_io_loadb(body, len, &e);
     struct tr_opts o = {0};
     json_t *out = tr_request(TR_OPENAI, TR_ANTHROPIC, root, &o, NULL, NULL, err, sizeof err);
-    char *s = json_dumps(out, JSON_COMPACT);
-    sink += s ? strlen(s) : 0;
+    size_t n = 0;
+    char *s = json_io_dumps(out, &n);
+    sink += n;
     free(s);
     json_decref(out);
     json_decref(root);
-    json_t *resp = json_loadb(anthropic_resp, sizeof(anthropic_resp) - 1, 0, &e);
+    json_t *resp = json_io_loadb(anthropic_resp, sizeof(anthropic_resp) - 1, &e);
     json_t *r2 = tr_response(TR_ANTHROPIC, TR_OPENAI, resp, 1700000000, NULL, NULL);
-    s = json_dumps(r2, JSON_COMPACT);
-    sink += s ? strlen(s) : 0;
+    s = json_io_dumps(r2, &n);
+    sink += n;
     free(s);
     json_decref(r2);
     json_decref(resp);
