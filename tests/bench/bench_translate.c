@@ -5,7 +5,8 @@
  *                 tr_request + json_io_dumps (request) and json_io_loadb + tr_response +
  *                 json_io_dumps (the provider's answer)
  * for a 1 KiB and a 256 KiB conversation, and the cost of tr_stream_feed per streamed chunk
- * (a text delta) in both directions. Prints medians of --rounds rounds (default 7).
+ * (a text delta) in both directions, and the JSON text layer alone (json_loadb/json_dumps
+ * against json_io_loadb/json_io_dumps). Prints medians of --rounds rounds (default 7).
  * The end-to-end added latency through HAProxy is in tests/bench/translate.sh.
  *
  * Usage: bench_translate [--rounds N] [--secs-per-case S] */
@@ -103,6 +104,49 @@ static double translate_once(const char *body, size_t len)
     return now() - t0;
 }
 
+/* The JSON text layer alone: jansson's reader and writer against json_io's. */
+static double load_jansson(const char *b, size_t len)
+{
+    double t0 = now();
+    json_t *v = json_loadb(b, len, 0, NULL);
+    sink += json_object_size(v);
+    json_decref(v);
+    return now() - t0;
+}
+
+static double load_json_io(const char *b, size_t len)
+{
+    double t0 = now();
+    json_t *v = json_io_loadb(b, len, NULL);
+    sink += json_object_size(v);
+    json_decref(v);
+    return now() - t0;
+}
+
+static json_t *dump_src; /* what the dump_* functions write */
+
+static double dump_jansson(const char *b, size_t len)
+{
+    (void)b;
+    (void)len;
+    double t0 = now();
+    char *s = json_dumps(dump_src, JSON_COMPACT);
+    sink += s ? 1 : 0;
+    free(s);
+    return now() - t0;
+}
+
+static double dump_json_io(const char *b, size_t len)
+{
+    (void)b;
+    (void)len;
+    double t0 = now();
+    char *s = json_io_dumps(dump_src, NULL);
+    sink += s ? 1 : 0;
+    free(s);
+    return now() - t0;
+}
+
 /* Median seconds per call of fn over `rounds` rounds of `iters` calls. */
 static double median_per_call(double (*fn)(const char *, size_t), const char *b, size_t len,
                               int rounds, int iters)
@@ -195,6 +239,21 @@ int main(int argc, char **argv)
             median_per_call(translate_once, cases[i].body, cases[i].len, rounds, cases[i].iters);
         printf("%-28s %8zu B %9.1f us %9.1f us %5.1f us\n", cases[i].name, cases[i].len, p * 1e6,
                t * 1e6, (t - p) * 1e6);
+    }
+    printf("%-28s %10s %12s %12s\n", "JSON text layer", "body", "jansson", "json_io");
+    for (size_t i = 0; i < 2; i++) {
+        double jl =
+            median_per_call(load_jansson, cases[i].body, cases[i].len, rounds, cases[i].iters);
+        double il =
+            median_per_call(load_json_io, cases[i].body, cases[i].len, rounds, cases[i].iters);
+        dump_src = json_loadb(cases[i].body, cases[i].len, 0, NULL);
+        double jd = median_per_call(dump_jansson, NULL, 0, rounds, cases[i].iters);
+        double id = median_per_call(dump_json_io, NULL, 0, rounds, cases[i].iters);
+        json_decref(dump_src);
+        printf("%-28s %8zu B %9.1f us %9.1f us\n", i ? "read, 256 KiB" : "read, 1 KiB",
+               cases[i].len, jl * 1e6, il * 1e6);
+        printf("%-28s %8zu B %9.1f us %9.1f us\n", i ? "write, 256 KiB" : "write, 1 KiB",
+               cases[i].len, jd * 1e6, id * 1e6);
     }
     double a = per_chunk(TR_ANTHROPIC, rounds, 200000), o = per_chunk(TR_OPENAI, rounds, 200000);
     printf("%-28s %9.2f us (target <= 5 us)\n", "per chunk, anthropic->openai", a * 1e6);
