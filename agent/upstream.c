@@ -2,14 +2,21 @@
  *
  * Wiring (curl's evhiperfifo shape, with its timer fixed):
  *   CURLMOPT_SOCKETFUNCTION -> one ev_io per socket (struct up_sock, curl_multi_assign'ed);
- *   CURLMOPT_TIMERFUNCTION  -> one ev_timer armed for timeout_ms / 1000.0 (0 fires on the next
- *                              loop iteration; libcurl is never called from the timer function).
+ *   CURLMOPT_TIMERFUNCTION  -> one ev_timer armed for timeout_ms / 1000.0; libcurl is never
+ *                              called from the timer function.
  *
  * Re-entrancy: consumer callbacks (on_headers, on_data) run inside libcurl callbacks, where
  * libcurl refuses most multi calls. u->in_curl counts the libcurl calls on the stack; while it
  * is non-zero, upstream_start/resume/cancel only record what to do on the transfer and arm the
  * "kick" timer (0 s), whose callback performs it from the loop. on_done is only ever called
- * from the loop, after curl_multi_socket_action has returned. */
+ * from the loop, after curl_multi_socket_action has returned.
+ *
+ * Work due now (the kick, or a 0 ms timeout from libcurl, which it asks for right after every
+ * curl_multi_add_handle) is done by an ev_prepare watcher, just before the loop would poll: a
+ * transfer started from an I/O callback leaves in the same iteration. A 0 s timer would cost
+ * one more iteration, with an empty epoll_wait, per request. The 0 s timers stay armed as the
+ * fallback for work the prepare watcher does not reach (created after it ran, or beyond its
+ * round limit), and it stops them when it does the work. */
 #include "upstream.h"
 
 #include <stdbool.h>
@@ -31,7 +38,12 @@
  * libcurl on every transfer. URLs with a query are not kept. */
 #define UP_URL_CACHE 8u
 
-/* Deferred work on a transfer, done by the kick timer. */
+/* Rounds of due-now work per prepare: work done in a round may create more (libcurl asks
+ * for 0 ms again, a consumer callback starts or resumes a transfer). What is left after the
+ * last round waits for the 0 s timers: one more iteration, not a busy prepare. */
+#define UP_PREPARE_ROUNDS 8
+
+/* Deferred work on a transfer, done by the kick (timer or prepare watcher). */
 #define UP_PEND_ADD    0x1u /* curl_multi_add_handle */
 #define UP_PEND_RESUME 0x2u /* curl_easy_pause(CURLPAUSE_CONT) */
 #define UP_PEND_FAIL   0x4u /* finish with fail_code */
@@ -83,9 +95,11 @@ struct upstream_xfer {
 struct upstream {
     struct ev_loop *loop;
     CURLM *multi;
-    ev_timer timer; /* libcurl's timeout */
-    ev_timer kick;  /* deferred work, 0 s */
-    int in_curl;    /* libcurl calls on the stack that may call back into consumers */
+    ev_timer timer;   /* libcurl's timeout */
+    ev_timer kick;    /* deferred work, 0 s */
+    ev_prepare prep;  /* does the kick's work and 0 ms timeouts before the loop polls */
+    bool timeout_now; /* timer armed for a 0 ms timeout from libcurl */
+    int in_curl;      /* libcurl calls on the stack that may call back into consumers */
     size_t active;
     struct upstream_xfer *xfers;
     struct upstream_xfer *pend_head, *pend_tail;
@@ -506,15 +520,19 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    socket_action(w->data, CURL_SOCKET_TIMEOUT, 0);
+    struct upstream *u = w->data;
+    u->timeout_now = false;
+    socket_action(u, CURL_SOCKET_TIMEOUT, 0);
 }
 
-/* CURLMOPT_TIMERFUNCTION: only (re)arms the ev_timer, never calls libcurl. */
+/* CURLMOPT_TIMERFUNCTION: only (re)arms the ev_timer, never calls libcurl. A 0 ms timeout is
+ * normally done by the prepare watcher, which then stops the timer. */
 static int multi_timer_fn(CURLM *multi, long timeout_ms, void *userp)
 {
     (void)multi;
     struct upstream *u = userp;
     ev_timer_stop(u->loop, &u->timer);
+    u->timeout_now = timeout_ms == 0;
     if (timeout_ms >= 0) {
         ev_timer_set(&u->timer, (double)timeout_ms / 1000.0, 0.);
         ev_timer_start(u->loop, &u->timer);
@@ -591,11 +609,9 @@ static void resume_now(struct upstream_xfer *x)
     arm_kick(u); /* drive the multi: the socket may hold no new event for buffered bytes */
 }
 
-static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+/* The kick's work: the pending list, then the multi driven (which also does a 0 ms timeout). */
+static void kick_run(struct upstream *u)
 {
-    (void)loop;
-    (void)revents;
-    struct upstream *u = w->data;
     struct upstream_xfer *x;
     while ((x = u->pend_head)) {
         unsigned pend = x->pend;
@@ -618,7 +634,39 @@ static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
             resume_now(x);
         }
     }
+    if (u->timeout_now) { /* done by this call: not again from the timer */
+        u->timeout_now = false;
+        ev_timer_stop(u->loop, &u->timer);
+    }
     socket_action(u, CURL_SOCKET_TIMEOUT, 0);
+}
+
+static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    kick_run(w->data);
+}
+
+/* Before the loop polls: the work that is due now, so it does not wait for an iteration. */
+static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)revents;
+    struct upstream *u = w->data;
+    if (u->in_curl)
+        return; /* not reached from a libcurl call; the timers would do it */
+    for (int round = 0; round < UP_PREPARE_ROUNDS; round++) {
+        if (ev_is_active(&u->kick)) {
+            ev_timer_stop(loop, &u->kick);
+            kick_run(u);
+        } else if (u->timeout_now) {
+            u->timeout_now = false;
+            ev_timer_stop(loop, &u->timer);
+            socket_action(u, CURL_SOCKET_TIMEOUT, 0);
+        } else {
+            return;
+        }
+    }
 }
 
 /* ---- public API ------------------------------------------------------------------------ */
@@ -656,6 +704,13 @@ struct upstream *upstream_new(struct ev_loop *loop)
     u->timer.data = u;
     ev_timer_init(&u->kick, kick_cb, 0., 0.);
     u->kick.data = u;
+    /* Before the other prepare watchers: engine_http flushes its connections in one, and
+     * what an on_done run from here writes must not wait for the next iteration's flush. */
+    ev_prepare_init(&u->prep, prepare_cb);
+    ev_set_priority(&u->prep, EV_MAXPRI);
+    u->prep.data = u;
+    ev_prepare_start(loop, &u->prep);
+    ev_unref(loop); /* the watcher alone must not keep the loop alive */
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, multi_sock_fn);
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
     curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, multi_timer_fn);
@@ -685,6 +740,8 @@ void upstream_free(struct upstream *u)
         sock_free(u, u->socks);
     ev_timer_stop(u->loop, &u->timer);
     ev_timer_stop(u->loop, &u->kick);
+    ev_ref(u->loop);
+    ev_prepare_stop(u->loop, &u->prep);
     free(u);
 }
 

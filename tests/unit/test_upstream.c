@@ -986,6 +986,140 @@ static void test_free_in_flight(void **state)
     tx_fini(&c);
 }
 
+/* A server inside the test's own loop (not the threaded one), so the loop iteration in which
+ * a request arrives is known: one connection, GET requests, a fixed keep-alive answer. */
+struct loop_srv {
+    int lfd, cfd;
+    uint16_t port;
+    ev_io acc, rd;
+    char buf[4096];
+    size_t len;
+    int accepted, requests;
+    unsigned it_request; /* ev_iteration() when the last request head was read */
+};
+
+static void loop_srv_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct loop_srv *ls = w->data;
+    ssize_t n = recv(ls->cfd, ls->buf + ls->len, sizeof(ls->buf) - ls->len, 0);
+    if (n <= 0) {
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        ev_io_stop(loop, w);
+        return;
+    }
+    ls->len += (size_t)n;
+    char *end;
+    while ((end = memmem(ls->buf, ls->len, "\r\n\r\n", 4))) {
+        size_t hlen = (size_t)(end - ls->buf) + 4;
+        ls->requests++;
+        ls->it_request = ev_iteration(loop);
+        static const char resp[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        assert_int_equal(send(ls->cfd, resp, sizeof(resp) - 1, MSG_NOSIGNAL),
+                         (ssize_t)(sizeof(resp) - 1));
+        memmove(ls->buf, ls->buf + hlen, ls->len - hlen);
+        ls->len -= hlen;
+    }
+}
+
+static void loop_srv_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct loop_srv *ls = w->data;
+    int fd = accept(ls->lfd, NULL, NULL);
+    if (fd < 0)
+        return;
+    assert_int_equal(ls->cfd, -1); /* one connection: the second transfer reuses it */
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    ls->cfd = fd;
+    ls->accepted++;
+    ev_io_init(&ls->rd, loop_srv_read_cb, fd, EV_READ);
+    ls->rd.data = ls;
+    ev_io_start(loop, &ls->rd);
+}
+
+struct trigger {
+    int fds[2];
+    ev_io io;
+    struct tx *t;
+    char url[64];
+    unsigned it_start; /* ev_iteration() when the transfer was started */
+};
+
+/* An I/O callback starting a transfer, as the engine does when a client request arrives. */
+static void trigger_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct trigger *tg = w->data;
+    char c;
+    assert_int_equal(read(tg->fds[0], &c, 1), 1);
+    ev_io_stop(loop, w);
+    char err[256] = "";
+    struct upstream_request rq = {.method = "GET", .url = tg->url, .timeout_secs = 5};
+    tg->it_start = ev_iteration(loop);
+    tg->t->x = upstream_start(tg->t->f->u, &rq, &cbs, tg->t, err, sizeof(err));
+    if (!tg->t->x)
+        fail_msg("upstream_start: %s", err);
+}
+
+static void test_start_same_iteration(void **state)
+{
+    struct fx *f = *state;
+    struct loop_srv ls = {.cfd = -1};
+    ls.lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    assert_true(ls.lfd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(ls.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(ls.lfd, 4), 0);
+    socklen_t al = sizeof(a);
+    assert_int_equal(getsockname(ls.lfd, (struct sockaddr *)&a, &al), 0);
+    ev_io_init(&ls.acc, loop_srv_accept_cb, ls.lfd, EV_READ);
+    ls.acc.data = &ls;
+    ev_io_start(f->loop, &ls.acc);
+
+    /* warm-up: the connection the measured transfer reuses */
+    struct tx w, t;
+    tx_init(&w, f);
+    tx_init(&t, f);
+    struct trigger tg = {.t = &t};
+    snprintf(tg.url, sizeof(tg.url), "http://127.0.0.1:%u/warm", ntohs(a.sin_port));
+    char err[256] = "";
+    struct upstream_request rq = {.method = "GET", .url = tg.url, .timeout_secs = 5};
+    w.x = upstream_start(f->u, &rq, &cbs, &w, err, sizeof(err));
+    assert_non_null(w.x);
+    run_until_done(f, 1, 3.0);
+    assert_int_equal(w.code, CURLE_OK);
+    assert_int_equal(ls.requests, 1);
+
+    assert_int_equal(pipe(tg.fds), 0);
+    ev_io_init(&tg.io, trigger_cb, tg.fds[0], EV_READ);
+    tg.io.data = &tg;
+    ev_io_start(f->loop, &tg.io);
+    assert_int_equal(write(tg.fds[1], "x", 1), 1);
+    run_until_done(f, 2, 3.0);
+    assert_int_equal(t.code, CURLE_OK);
+    assert_int_equal(t.status, 200);
+    assert_int_equal(ls.requests, 2);
+    assert_int_equal(ls.accepted, 1);
+    /* Sent before the loop polls again: the poll right after the starting callback already
+     * sees the request. A 0 s timer in between costs one more iteration (an empty poll). */
+    assert_int_equal(ls.it_request - tg.it_start, 1);
+
+    ev_io_stop(f->loop, &tg.io);
+    ev_io_stop(f->loop, &ls.acc);
+    ev_io_stop(f->loop, &ls.rd);
+    upstream_free(f->u); /* closes curl's end of the cached connection before ours */
+    f->u = NULL;
+    close(tg.fds[0]);
+    close(tg.fds[1]);
+    if (ls.cfd >= 0)
+        close(ls.cfd);
+    close(ls.lfd);
+    tx_fini(&w);
+    tx_fini(&t);
+}
+
 static void test_bad_args(void **state)
 {
     struct fx *f = *state;
@@ -1033,6 +1167,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_mid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_reuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_in_flight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_start_same_iteration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_args, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
