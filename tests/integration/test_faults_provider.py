@@ -391,7 +391,10 @@ class ProviderFaults(ProviderCase):
 class RefusedProvider(ProviderCase):
     """ref1 (primary) and ref2 (fallback) refuse connections in turn, then come back."""
     MOCKS = {"ref1": "openai", "ref2": "openai"}
-    OPEN_SECS = 2
+    # ref1 opens early in step 1 and must still be open when step 2 checks /readyz, about
+    # 2.5 s later (two 1 s loads and the metrics reads): with 2 s, a slow run saw ref1
+    # ready to probe again and /readyz 200.
+    OPEN_SECS = 4
     RULES = [{"name": "ref", "model_pattern": "^ref-", "primary": "ref1",
               "fallbacks": ["ref2"]}]
 
