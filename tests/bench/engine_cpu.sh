@@ -42,14 +42,10 @@ logging: {level: warn}
 YAML
 "$bin/lunaroute-control" render --config "$work/lunaroute.yaml" --out "$work/eng" >/dev/null
 plain_config "$work/eng" "$work/plain" "$fe_eng" "$fe_plain" "/v1/chat/completions lr_provider_openai"
-start agent "$bin/lunaroute-agent" --settings "$work/eng/agent.json"
-start haproxy-eng haproxy -W -f "$work/eng/haproxy.cfg" -p "$work/eng/haproxy.pid"
-start haproxy-plain haproxy -W -f "$work/plain/haproxy.cfg" -p "$work/plain/haproxy.pid"
-wait_port "$fe_eng"; wait_port "$fe_plain"; wait_port "$eng_port"
-sleep 2
+start_pair "$work/eng" "$work/plain" "$fe_eng" "$fe_plain" "$eng_port"
 REQ='{"model":"gpt-4o","messages":[{"role":"user","content":"Say hello"}],"max_tokens":16}'
 wrk_post_script "$work/post.lua" "'$REQ'"
-engine_reqs() { curl -sf "http://127.0.0.1:$eng_port/metrics" | awk '/^lunaroute_requests_total\{provider="openai"/ {s+=$2} END {print s+0}'; }
+engine_reqs() { engine_requests "$eng_port" openai; }
 before=$(engine_reqs)
 curl -sf -o /dev/null -H 'content-type: application/json' -d "$REQ" "http://127.0.0.1:$fe_eng/v1/chat/completions"
 curl -sf -o /dev/null -H 'content-type: application/json' -d "$REQ" "http://127.0.0.1:$fe_plain/v1/chat/completions"

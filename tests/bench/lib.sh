@@ -95,6 +95,24 @@ open(p, "w").write(s)
 PY
 }
 
+# start_pair ENG_DIR PLAIN_DIR FE_ENG FE_PLAIN ENG_PORT: the agent of ENG_DIR (its pid in
+# $agent_pid), HAProxy on both rendered configs; returns once the three ports listen and
+# spop-check has had time to mark the agent up.
+start_pair() {
+  start agent "$bin/lunaroute-agent" --settings "$1/agent.json"
+  agent_pid=${pids[-1]}
+  start haproxy-eng haproxy -W -f "$1/haproxy.cfg" -p "$1/haproxy.pid"
+  start haproxy-plain haproxy -W -f "$2/haproxy.cfg" -p "$2/haproxy.pid"
+  wait_port "$3"; wait_port "$4"; wait_port "$5"
+  sleep 2
+}
+
+# engine_requests ENG_PORT [PROVIDER]: the engine's lunaroute_requests_total (for PROVIDER)
+engine_requests() {
+  curl -sf "http://127.0.0.1:$1/metrics" |
+    awk -v p="${2:-}" 'index($0, "lunaroute_requests_total{provider=\"" p (p == "" ? "" : "\"")) == 1 {s += $NF} END {print s + 0}'
+}
+
 # run_wrk URL CONNS SCRIPT SECS -> "rps p50_us p99_us"; exits non-zero on any non-2xx answer
 # or socket error, so a benchmark never reports the speed of failures.
 run_wrk() {

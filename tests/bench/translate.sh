@@ -60,11 +60,7 @@ YAML
 plain_config "$work/eng" "$work/plain" "$fe_eng" "$fe_plain" \
   "/v1/chat/completions lr_provider_openai" "/v1/messages lr_provider_anthropic"
 
-start agent "$bin/lunaroute-agent" --settings "$work/eng/agent.json"
-start haproxy-eng haproxy -W -f "$work/eng/haproxy.cfg" -p "$work/eng/haproxy.pid"
-start haproxy-plain haproxy -W -f "$work/plain/haproxy.cfg" -p "$work/plain/haproxy.pid"
-wait_port "$fe_eng"; wait_port "$fe_plain"; wait_port "$eng_port"
-sleep 2 # spop-check marks the agent up
+start_pair "$work/eng" "$work/plain" "$fe_eng" "$fe_plain" "$eng_port"
 
 # Conversations: N turns of alternating user/assistant text, in each dialect, ~SIZE bytes.
 python3 - "$work" <<'PY'
