@@ -72,9 +72,12 @@ static const json_t *get(const json_t *o, const char *key)
     return json_is_null(v) ? NULL : v;
 }
 
+/* A copy of a jansson string (NULL for a non-string). It is UTF-8 already: checking it again
+ * cost ~15% of a 1 KiB request's translation. */
 static json_t *str_copy(const json_t *s)
 {
-    return json_stringn(json_string_value(s), json_string_length(s));
+    return json_is_string(s) ? json_stringn_nocheck(json_string_value(s), json_string_length(s))
+                             : NULL;
 }
 
 static bool str_eq(const json_t *s, const char *lit)
