@@ -516,13 +516,21 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
     socket_action(s->u, s->fd, action);
 }
 
+/* libcurl's timeout, due now: the timer is stopped so that it does not fire again for it. */
+static void timeout_run(struct upstream *u)
+{
+    if (u->timeout_now) {
+        u->timeout_now = false;
+        ev_timer_stop(u->loop, &u->timer);
+    }
+    socket_action(u, CURL_SOCKET_TIMEOUT, 0);
+}
+
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    struct upstream *u = w->data;
-    u->timeout_now = false;
-    socket_action(u, CURL_SOCKET_TIMEOUT, 0);
+    timeout_run(w->data);
 }
 
 /* CURLMOPT_TIMERFUNCTION: only (re)arms the ev_timer, never calls libcurl. A 0 ms timeout is
@@ -634,11 +642,7 @@ static void kick_run(struct upstream *u)
             resume_now(x);
         }
     }
-    if (u->timeout_now) { /* done by this call: not again from the timer */
-        u->timeout_now = false;
-        ev_timer_stop(u->loop, &u->timer);
-    }
-    socket_action(u, CURL_SOCKET_TIMEOUT, 0);
+    timeout_run(u);
 }
 
 static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -660,9 +664,7 @@ static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
             ev_timer_stop(loop, &u->kick);
             kick_run(u);
         } else if (u->timeout_now) {
-            u->timeout_now = false;
-            ev_timer_stop(loop, &u->timer);
-            socket_action(u, CURL_SOCKET_TIMEOUT, 0);
+            timeout_run(u);
         } else {
             return;
         }
