@@ -1,9 +1,5 @@
 #include "body_peek.h"
 
-#include <errno.h>
-#include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <yajl/yajl_parse.h>
@@ -14,8 +10,6 @@
 #define BP_MAX_DEPTH 1000u
 /* The body is checked as UTF-8 by jansson in pieces of about this size. */
 #define BP_UTF8_CHUNK 4096u
-/* A number this long is left to jansson (strtod's overflow rule). */
-#define BP_NUM_MAX 64u
 
 const char *body_peek_result_to_str(enum body_peek_result r)
 {
@@ -127,33 +121,18 @@ static int bp_boolean(void *ctx, int v)
     return bp_value(ctx, v ? BP_TRUE : BP_OTHER, NULL, 0);
 }
 
-/* jansson converts every number and refuses one that overflows: an integer beyond long
- * long (strtoll's ERANGE), a real that strtod makes infinite. */
+/* jansson converts every number and refuses one that overflows. */
 static int bp_number(void *ctx, const char *s, size_t len)
 {
     struct bp_state *st = ctx;
-    bool real = memchr(s, '.', len) || memchr(s, 'e', len) || memchr(s, 'E', len);
-    bool exp = real && (memchr(s, 'e', len) || memchr(s, 'E', len));
-    if (len >= BP_NUM_MAX) {
-        if (real)
-            st->unsure = true;
-        else
-            st->invalid = true; /* JSON has no leading zeros: 63+ digits overflow */
-    } else if ((!real && len > 18) || exp) {
-        char buf[BP_NUM_MAX];
-        memcpy(buf, s, len);
-        buf[len] = 0;
-        errno = 0;
-        if (!real) {
-            (void)strtoll(buf, NULL, 10);
-            st->invalid = errno == ERANGE;
-        } else {
-            double v = strtod(buf, NULL);
-            st->invalid = (v == HUGE_VAL || v == -HUGE_VAL) && errno == ERANGE;
-        }
-    }
-    if (st->invalid)
+    json_int_t i;
+    double d;
+    enum jio_num n = json_io_number(s, len, &i, &d);
+    if (n == JIO_NUM_OVERFLOW) {
+        st->invalid = true;
         return 0;
+    }
+    st->unsure = st->unsure || n == JIO_NUM_UNSURE;
     return bp_value(st, BP_OTHER, NULL, 0);
 }
 
@@ -281,11 +260,8 @@ enum body_peek_result body_peek(const char *body, size_t len, char *model, size_
         return BODY_PEEK_INVALID;
     if (ys != yajl_status_ok || st.unsure || !st.top_closed)
         return BODY_PEEK_UNSURE;
-    /* yajl takes an unfinished token after the value ("{}\"x") for the start of one more
-     * and does not call it garbage: only JSON whitespace may follow. */
-    for (size_t i = st.top_end; i < len; i++)
-        if (body[i] != ' ' && body[i] != '\t' && body[i] != '\n' && body[i] != '\r')
-            return BODY_PEEK_INVALID;
+    if (!json_io_only_ws(body + st.top_end, len - st.top_end))
+        return BODY_PEEK_INVALID;
     if ((scan & JIO_SCAN_HIGH) && !bp_utf8_ok((const unsigned char *)body, len))
         return BODY_PEEK_INVALID;
     if (json_io_maybe_surrogate(body, len))

@@ -61,6 +61,37 @@ bool json_io_maybe_surrogate(const char *p, size_t len)
     return false;
 }
 
+bool json_io_only_ws(const char *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\n' && p[i] != '\r')
+            return false;
+    return true;
+}
+
+enum jio_num json_io_number(const char *s, size_t len, json_int_t *i, double *d)
+{
+    bool real = memchr(s, '.', len) || memchr(s, 'e', len) || memchr(s, 'E', len);
+    char buf[JIO_NUM_MAX];
+    if (len >= sizeof(buf)) /* JSON has no leading zeros: an integer this long overflows */
+        return real ? JIO_NUM_UNSURE : JIO_NUM_OVERFLOW;
+    memcpy(buf, s, len);
+    buf[len] = 0;
+    errno = 0;
+    if (!real) {
+        long long v = strtoll(buf, NULL, 10);
+        if (errno == ERANGE)
+            return JIO_NUM_OVERFLOW;
+        *i = (json_int_t)v;
+        return JIO_NUM_INT;
+    }
+    double v = strtod(buf, NULL);
+    if ((v == HUGE_VAL || v == -HUGE_VAL) && errno == ERANGE)
+        return JIO_NUM_OVERFLOW;
+    *d = v;
+    return JIO_NUM_REAL;
+}
+
 /* ---- reading: yajl events -> jansson values ---- */
 
 struct jio_rd {
@@ -124,34 +155,20 @@ static int rd_boolean(void *ctx, int v)
     return rd_add(ctx, json_boolean(v));
 }
 
-/* jansson: no '.', 'e' or 'E' makes an integer (strtoll; ERANGE is an error), anything else
- * a real (strtod; an overflow to infinity is an error, an underflow is not). */
 static int rd_number(void *ctx, const char *s, size_t len)
 {
     struct jio_rd *r = ctx;
-    char buf[JIO_NUM_MAX];
-    if (len >= sizeof(buf)) {
+    json_int_t i = 0;
+    double d = 0;
+    switch (json_io_number(s, len, &i, &d)) {
+    case JIO_NUM_INT:
+        return rd_add(r, json_integer(i));
+    case JIO_NUM_REAL:
+        return rd_add(r, json_real(d));
+    default:
         r->bail = true;
         return 0;
     }
-    memcpy(buf, s, len);
-    buf[len] = 0;
-    bool real = memchr(s, '.', len) || memchr(s, 'e', len) || memchr(s, 'E', len);
-    errno = 0;
-    if (!real) {
-        long long v = strtoll(buf, NULL, 10);
-        if (errno == ERANGE) {
-            r->bail = true;
-            return 0;
-        }
-        return rd_add(r, json_integer((json_int_t)v));
-    }
-    double v = strtod(buf, NULL);
-    if ((v == HUGE_VAL || v == -HUGE_VAL) && errno == ERANGE) {
-        r->bail = true;
-        return 0;
-    }
-    return rd_add(r, json_real(v));
 }
 
 static int rd_string(void *ctx, const unsigned char *s, size_t len)
@@ -267,12 +284,8 @@ static json_t *fast_load(const char *buf, size_t len)
     yajl_free(h);
     free(r.stack);
     lr_buf_free(&r.key);
-    bool ok = ys == yajl_status_ok && !r.bail && r.top_closed && r.root;
-    /* yajl takes an unfinished token after the value ("{}\"x") for the start of one more:
-     * only JSON whitespace may follow */
-    for (size_t i = r.top_end; ok && i < len; i++)
-        ok = buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\n' || buf[i] == '\r';
-    if (!ok) {
+    if (ys != yajl_status_ok || r.bail || !r.top_closed || !r.root ||
+        !json_io_only_ws(buf + r.top_end, len - r.top_end)) {
         json_decref(r.root);
         return NULL;
     }

@@ -35,6 +35,15 @@ enum { JIO_SCAN_HIGH = 1, JIO_SCAN_NUL = 2, JIO_SCAN_BAD_CTL = 4 };
 /* One pass, a word at a time: bytes >= 0x80 (HIGH), NUL, and the other control bytes that
  * are not JSON whitespace (BAD_CTL). */
 unsigned json_io_scan(const unsigned char *p, size_t len);
+/* How jansson reads a number token (JSON grammar already checked): an integer when it has no
+ * '.', 'e' or 'E' (strtoll: ERANGE is an error), else a real (strtod: an overflow to
+ * infinity is an error, an underflow is not). A real of 64 characters or more is UNSURE (left
+ * to jansson). *i or *d is set for INT and REAL. */
+enum jio_num { JIO_NUM_INT, JIO_NUM_REAL, JIO_NUM_OVERFLOW, JIO_NUM_UNSURE };
+enum jio_num json_io_number(const char *s, size_t len, json_int_t *i, double *d);
+/* Only JSON whitespace: what may follow the top-level value. yajl takes an unfinished token
+ * after it ("{}\"x") for the start of one more and does not call it garbage. */
+bool json_io_only_ws(const char *p, size_t len);
 /* A \uD800-\uDFFF escape (or text that looks like one): yajl decodes unpaired surrogates
  * where jansson refuses them. */
 bool json_io_maybe_surrogate(const char *p, size_t len);
