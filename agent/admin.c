@@ -66,8 +66,7 @@ struct admin {
     struct admin_config cfg;
     char *socket_path;
     char *state_dir;
-    ino_t sock_ino;
-    dev_t sock_dev;
+    struct net_unix_id sock_id; /* the socket file we bound (removed at exit if still ours) */
     struct net_acceptor acc;
     ev_prepare prep;
     struct admin_conn *conns, *reap;
@@ -287,6 +286,10 @@ int admin_reload_file(const char *path, const struct agent_settings *cur,
             add_key(res->restart_required, sizeof(res->restart_required), "engine_bind");
         if (str_differs(cur->admin_socket, ns->admin_socket))
             add_key(res->restart_required, sizeof(res->restart_required), "admin_socket");
+        if (str_differs(cur->spoa_socket, ns->spoa_socket))
+            add_key(res->restart_required, sizeof(res->restart_required), "spoa_socket");
+        if (str_differs(cur->engine_socket, ns->engine_socket))
+            add_key(res->restart_required, sizeof(res->restart_required), "engine_socket");
         if (cur->threads != ns->threads)
             add_key(res->restart_required, sizeof(res->restart_required), "threads");
         snprintf(res->previous_digest, sizeof(res->previous_digest), "%s", cur->digest);
@@ -806,78 +809,10 @@ static void admin_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 
 /* ---- lifecycle ---- */
 
-/* Removes a socket file left by a dead agent; refuses to touch a live socket or a file that
- * is not a socket. */
-static int clear_stale_socket(const char *path, char *err, size_t errlen)
-{
-    struct stat st;
-    if (lstat(path, &st) < 0) {
-        if (errno == ENOENT)
-            return 0;
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    if (!S_ISSOCK(st.st_mode)) {
-        snprintf(err, errlen, "admin socket %s: exists and is not a socket", path);
-        return -1;
-    }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(err, errlen, "socket: %s", strerror(errno));
-        return -1;
-    }
-    struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    memcpy(sun.sun_path, path, strlen(path) + 1);
-    int rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
-    close(fd);
-    if (rc == 0) {
-        snprintf(err, errlen, "admin socket %s: another process is serving it", path);
-        return -1;
-    }
-    if (unlink(path) < 0 && errno != ENOENT) {
-        snprintf(err, errlen, "cannot remove stale %s: %s", path, strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
 static int admin_listen(struct admin *a, char *err, size_t errlen)
 {
-    struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    size_t len = strlen(a->socket_path);
-    if (len == 0 || len >= sizeof(sun.sun_path)) {
-        snprintf(err, errlen, "admin socket path must be 1 to %zu bytes", sizeof(sun.sun_path) - 1);
-        return -1;
-    }
-    memcpy(sun.sun_path, a->socket_path, len + 1);
-    if (clear_stale_socket(a->socket_path, err, errlen) < 0)
-        return -1;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(err, errlen, "socket: %s", strerror(errno));
-        return -1;
-    }
-    /* Created 0600 from the start: the umask covers the window before chmod. */
-    mode_t old = umask(0177);
-    int rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
-    int e = errno;
-    umask(old);
-    if (rc < 0) {
-        snprintf(err, errlen, "bind %s: %s", a->socket_path, strerror(e));
-        close(fd);
-        return -1;
-    }
-    struct stat st;
-    if (chmod(a->socket_path, 0600) < 0 || lstat(a->socket_path, &st) < 0 ||
-        listen(fd, ADMIN_BACKLOG) < 0) {
-        snprintf(err, errlen, "admin socket %s: %s", a->socket_path, strerror(errno));
-        close(fd);
-        unlink(a->socket_path);
-        return -1;
-    }
-    a->sock_ino = st.st_ino;
-    a->sock_dev = st.st_dev;
-    return fd;
+    return net_listen_unix(a->socket_path, 0600, ADMIN_BACKLOG, "admin socket", &a->sock_id, err,
+                           errlen);
 }
 
 struct admin *admin_new(struct ev_loop *loop, const struct admin_config *cfg, char *err,
@@ -911,6 +846,7 @@ struct admin *admin_new(struct ev_loop *loop, const struct admin_config *cfg, ch
     if (fd < 0)
         goto fail;
     net_acceptor_init(&a->acc, loop, fd, "admin", admin_on_accept, a);
+    a->acc.nodelay = false;
     ev_prepare_init(&a->prep, admin_prepare_cb);
     a->prep.data = a;
     ev_prepare_start(loop, &a->prep);
@@ -939,9 +875,7 @@ void admin_free(struct admin *a)
             a->reap = c->next;
             ac_free(c);
         }
-        struct stat st;
-        if (lstat(a->socket_path, &st) == 0 && st.st_ino == a->sock_ino && st.st_dev == a->sock_dev)
-            unlink(a->socket_path);
+        net_unlink_unix(a->socket_path, &a->sock_id);
     }
     free(a->socket_path);
     free(a->state_dir);

@@ -7,6 +7,8 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -178,6 +180,96 @@ fail:
     return rc;
 }
 
+/* ---- unix sockets ---- */
+
+/* Removes a socket file left by a dead process; refuses to touch a live socket (someone
+ * accepts on it) or a file that is not a socket. */
+static int clear_stale_socket(const char *path, const char *what, char *err, size_t errlen)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0) {
+        if (errno == ENOENT)
+            return 0;
+        int e = errno;
+        snprintf(err, errlen, "%s %s: %s", what, path, strerror(e));
+        return -e;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        snprintf(err, errlen, "%s %s: exists and is not a socket", what, path);
+        return -EEXIST;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "socket: %s", strerror(e));
+        return -e;
+    }
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    int rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+    close(fd);
+    if (rc == 0) {
+        snprintf(err, errlen, "%s %s: another process is serving it", what, path);
+        return -EADDRINUSE;
+    }
+    if (unlink(path) < 0 && errno != ENOENT) {
+        int e = errno;
+        snprintf(err, errlen, "cannot remove stale %s %s: %s", what, path, strerror(e));
+        return -e;
+    }
+    return 0;
+}
+
+int net_listen_unix(const char *path, mode_t mode, int backlog, const char *what,
+                    struct net_unix_id *id, char *err, size_t errlen)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof(sun.sun_path)) {
+        snprintf(err, errlen, "%s path must be 1 to %zu bytes", what, sizeof(sun.sun_path) - 1);
+        return -ENAMETOOLONG;
+    }
+    memcpy(sun.sun_path, path, len + 1);
+    int rc = clear_stale_socket(path, what, err, errlen);
+    if (rc < 0)
+        return rc;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "socket: %s", strerror(-rc));
+        return rc;
+    }
+    /* Created with no more than `mode` from the start: the umask covers the window before
+     * chmod. */
+    mode_t old = umask((mode_t)(~mode & 0777));
+    rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+    int e = errno;
+    umask(old);
+    if (rc < 0) {
+        snprintf(err, errlen, "bind %s %s: %s", what, path, strerror(e));
+        close(fd);
+        return -e;
+    }
+    struct stat st;
+    if (chmod(path, mode) < 0 || lstat(path, &st) < 0 || listen(fd, backlog) < 0) {
+        e = errno;
+        snprintf(err, errlen, "%s %s: %s", what, path, strerror(e));
+        close(fd);
+        unlink(path);
+        return -e;
+    }
+    id->ino = st.st_ino;
+    id->dev = st.st_dev;
+    return fd;
+}
+
+void net_unlink_unix(const char *path, const struct net_unix_id *id)
+{
+    struct stat st;
+    if (lstat(path, &st) == 0 && st.st_ino == id->ino && st.st_dev == id->dev)
+        unlink(path);
+}
+
 /* ---- acceptor ---- */
 
 static void acceptor_backoff_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -214,7 +306,8 @@ static void acceptor_io_cb(struct ev_loop *loop, ev_io *w, int revents)
             lr_warn("%s: accept: %s", a->what, strerror(e));
             return;
         }
-        (void)net_set_nodelay(fd);
+        if (a->nodelay)
+            (void)net_set_nodelay(fd);
         a->on_accept(a->ud, fd);
     }
 }
@@ -230,6 +323,7 @@ void net_acceptor_init(struct net_acceptor *a, struct ev_loop *loop, int listen_
     a->ud = ud;
     a->last_log = -10;
     a->max_per_event = 64;
+    a->nodelay = true;
     ev_io_init(&a->io, acceptor_io_cb, listen_fd, EV_READ);
     a->io.data = a;
     ev_timer_init(&a->backoff, acceptor_backoff_cb, NET_BACKOFF_SECS, 0.);

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include <ev.h>
 
@@ -43,6 +44,23 @@ int net_resolve(const char *hostport, struct sockaddr_storage *ss, socklen_t *ss
 int net_listen(const char *hostport, uint16_t port_override, int backlog, bool reuseport, char *err,
                size_t errlen);
 
+/* Which file a unix socket was bound to, so that only that file is removed at exit (not one
+ * a newer process bound at the same path meanwhile). */
+struct net_unix_id {
+    ino_t ino;
+    dev_t dev;
+};
+
+/* Opens a non-blocking, close-on-exec unix stream listening socket at `path`, file mode
+ * `mode`. A socket file left by a dead process is removed first; a live one (something
+ * accepts on it) or a file that is not a socket is an error. `what` names the socket in
+ * messages ("admin socket"). Returns the fd (and the file's identity in *id), or a negative
+ * errno with a message in err. */
+int net_listen_unix(const char *path, mode_t mode, int backlog, const char *what,
+                    struct net_unix_id *id, char *err, size_t errlen);
+/* Removes the socket file at path if it is still the one described by id. */
+void net_unlink_unix(const char *path, const struct net_unix_id *id);
+
 /* The local port of a bound socket, or a negative errno. */
 int net_local_port(int fd);
 
@@ -50,7 +68,8 @@ int net_set_nonblock(int fd);
 int net_set_nodelay(int fd);
 
 /* Accepts connections on a listening socket owned by the acceptor. on_accept gets each new
- * fd (non-blocking, close-on-exec, TCP_NODELAY set); it owns it. On EMFILE/ENFILE/ENOBUFS/
+ * fd (non-blocking, close-on-exec, TCP_NODELAY set unless `nodelay` was cleared after
+ * init); it owns it. On EMFILE/ENFILE/ENOBUFS/
  * ENOMEM the acceptor logs (at most once a second) and pauses accepting for a moment. */
 struct net_acceptor;
 typedef void (*net_accept_fn)(void *ud, int fd);
@@ -65,6 +84,7 @@ struct net_acceptor {
     const char *what; /* for logs: "spoa", "engine" */
     ev_tstamp last_log;
     unsigned max_per_event;
+    bool nodelay; /* set TCP_NODELAY on accepted fds (true; false for unix sockets) */
 };
 
 /* Takes ownership of listen_fd. */

@@ -1,6 +1,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -27,7 +28,9 @@
 #define SC_READ_CHUNK          (64u * 1024u)
 #define SC_MAX_READS_PER_EVENT 4 /* then yield to the other connections of the loop */
 #define LISTEN_BACKLOG         1024
-#define PROV_CACHE             8
+/* spoa_socket / engine_socket: owner and group (HAProxy runs as the agent's user or group). */
+#define UNIX_SOCKET_MODE 0660
+#define PROV_CACHE       8
 
 struct server_thread;
 
@@ -64,6 +67,7 @@ struct server_thread {
     pthread_t tid;
     bool running;
     struct net_acceptor spoa_acc, engine_acc;
+    struct net_acceptor spoa_uacc, engine_uacc; /* the unix sockets (fd -1: none) */
     struct engine_http *engine;
     struct upstream *up;             /* this thread's egress (libcurl multi on `loop`) */
     struct agent_settings *settings; /* this thread's own reference */
@@ -82,6 +86,14 @@ struct server_thread {
     unsigned n_prov;
 };
 
+/* A unix listening socket of the server: `fd` is -1 when not configured or once every thread
+ * holds its own dup; `path` is the file we bound, removed at exit if it is still ours. */
+struct unix_listener {
+    int fd;
+    char *path;
+    struct net_unix_id id;
+};
+
 struct server {
     struct server_options opt;
     char *settings_path;
@@ -95,6 +107,9 @@ struct server {
     atomic_bool reload_requested;
     atomic_uint reloads_ok, reloads_failed;
     _Atomic uint64_t next_conn_id;
+    /* spoa_socket / engine_socket: one listening socket each, shared by every thread (each
+     * accepts on its own dup); -1 when not configured. */
+    struct unix_listener spoa_u, engine_u;
     bool default_loop;
     ev_signal sighup, sigterm, sigint;
     struct admin *admin; /* admin API on thread 0 (NULL without admin_socket) */
@@ -528,13 +543,20 @@ static void thread_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+static void thread_close_acceptors(struct server_thread *t)
+{
+    net_acceptor_close(&t->spoa_acc);
+    net_acceptor_close(&t->engine_acc);
+    net_acceptor_close(&t->spoa_uacc);
+    net_acceptor_close(&t->engine_uacc);
+}
+
 static void thread_start_drain(struct server_thread *t)
 {
     if (t->draining)
         return;
     t->draining = true;
-    net_acceptor_close(&t->spoa_acc);
-    net_acceptor_close(&t->engine_acc);
+    thread_close_acceptors(t);
     engine_http_drain(t->engine);
     struct spop_client *c = t->clients;
     while (c) {
@@ -641,8 +663,8 @@ static int server_reload_settings(struct server *srv, struct admin_reload_result
         return rc;
     }
     if (res->restart_required[0])
-        lr_warn("reload: %s changed; spoa_bind, engine_bind, admin_socket and threads take "
-                "effect only on restart",
+        lr_warn("reload: %s changed; the listeners (spoa_bind, engine_bind, spoa_socket, "
+                "engine_socket), admin_socket and threads take effect only on restart",
                 res->restart_required);
     server_apply_log_level(srv->current);
     atomic_fetch_add(&srv->reloads_ok, 1);
@@ -696,12 +718,65 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 
 /* ---- lifecycle ---- */
 
+/* This thread's acceptor on a shared unix listening socket (none when shared_fd < 0). */
+static int thread_unix_acceptor(struct server_thread *t, struct net_acceptor *a, int shared_fd,
+                                const char *what, net_accept_fn on_accept, char *err, size_t errlen)
+{
+    if (shared_fd < 0)
+        return 0;
+    int fd = fcntl(shared_fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "dup of the %s unix socket: %s", what, strerror(errno));
+        return -1;
+    }
+    net_acceptor_init(a, t->loop, fd, what, on_accept, t);
+    a->nodelay = false;
+    return 0;
+}
+
+static int unix_listener_open(struct unix_listener *u, const char *path, const char *what,
+                              char *err, size_t errlen)
+{
+    if (!path)
+        return 0;
+    if (!(u->path = strdup(path))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    u->fd = net_listen_unix(path, UNIX_SOCKET_MODE, LISTEN_BACKLOG, what, &u->id, err, errlen);
+    if (u->fd < 0) {
+        free(u->path); /* not ours: never unlinked */
+        u->path = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* Closes the server's own copy once every thread holds its dup: then the socket stops
+ * accepting as soon as every thread closed its acceptor (drain), so a successor agent sees
+ * it as stale at once. */
+static void unix_listener_close(struct unix_listener *u)
+{
+    if (u->fd >= 0)
+        close(u->fd);
+    u->fd = -1;
+}
+
+static void unix_listener_free(struct unix_listener *u)
+{
+    unix_listener_close(u);
+    if (u->path)
+        net_unlink_unix(u->path, &u->id);
+    free(u->path);
+    u->path = NULL;
+}
+
 static int thread_init(struct server *srv, struct server_thread *t, unsigned idx, char *err,
                        size_t errlen)
 {
     t->srv = srv;
     t->idx = idx;
-    t->spoa_acc.fd = t->engine_acc.fd = -1;
+    t->spoa_acc.fd = t->engine_acc.fd = t->spoa_uacc.fd = t->engine_uacc.fd = -1;
     if (idx == 0 && srv->default_loop)
         t->loop = ev_default_loop(EVFLAG_AUTO);
     else
@@ -729,6 +804,11 @@ static int thread_init(struct server *srv, struct server_thread *t, unsigned idx
     if (!srv->engine_port)
         srv->engine_port = net_local_port(efd);
     net_acceptor_init(&t->engine_acc, t->loop, efd, "engine", engine_on_accept, t);
+    if (thread_unix_acceptor(t, &t->spoa_uacc, srv->spoa_u.fd, "spoa", spoa_on_accept, err,
+                             errlen) < 0 ||
+        thread_unix_acceptor(t, &t->engine_uacc, srv->engine_u.fd, "engine", engine_on_accept, err,
+                             errlen) < 0)
+        return -1;
     t->settings = agent_settings_ref(srv->current);
     t->gen = engine_gen_ref(srv->current_gen);
     t->settings_gen = atomic_load(&srv->gen);
@@ -752,6 +832,10 @@ static int thread_init(struct server *srv, struct server_thread *t, unsigned idx
     ev_prepare_start(t->loop, &t->prep);
     net_acceptor_start(&t->spoa_acc);
     net_acceptor_start(&t->engine_acc);
+    if (t->spoa_uacc.fd >= 0)
+        net_acceptor_start(&t->spoa_uacc);
+    if (t->engine_uacc.fd >= 0)
+        net_acceptor_start(&t->engine_uacc);
     return 0;
 }
 
@@ -762,8 +846,7 @@ static void thread_destroy(struct server_thread *t)
         engine_gen_unref(t->gen);
         return;
     }
-    net_acceptor_close(&t->spoa_acc);
-    net_acceptor_close(&t->engine_acc);
+    thread_close_acceptors(t);
     while (t->clients)
         sc_close(t->clients);
     while (t->reap) {
@@ -820,6 +903,7 @@ struct server *server_new(struct agent_settings *s, const struct server_options 
         return NULL;
     }
     srv->opt.settings_path = srv->settings_path;
+    srv->spoa_u.fd = srv->engine_u.fd = -1;
     pthread_mutex_init(&srv->lock, NULL);
     srv->current = admin_apply_persisted(agent_settings_ref(s));
     srv->current_gen = engine_gen_new(srv->current, err, errlen);
@@ -832,9 +916,17 @@ struct server *server_new(struct agent_settings *s, const struct server_options 
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    /* The unix sockets before the threads, which accept on dups of them. */
+    if (unix_listener_open(&srv->spoa_u, srv->current->spoa_socket, "spoa socket", err, errlen) <
+            0 ||
+        unix_listener_open(&srv->engine_u, srv->current->engine_socket, "engine socket", err,
+                           errlen) < 0)
+        goto fail;
     for (unsigned i = 0; i < srv->nthreads; i++)
         if (thread_init(srv, &srv->threads[i], i, err, errlen) < 0)
             goto fail;
+    unix_listener_close(&srv->spoa_u);
+    unix_listener_close(&srv->engine_u);
     if (srv->opt.handle_signals) {
         struct ev_loop *loop = srv->threads[0].loop;
         ev_signal_init(&srv->sighup, signal_cb, SIGHUP);
@@ -887,8 +979,10 @@ int server_run(struct server *srv)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     struct server_thread *t0 = &srv->threads[0];
     stats_thread_bind(0);
-    lr_info("listening: spoa %s (port %d), engine %s (port %d), %u thread%s",
-            srv->current->spoa_bind, srv->spoa_port, srv->current->engine_bind, srv->engine_port,
+    lr_info("listening: spoa %s (port %d)%s%s, engine %s (port %d)%s%s, %u thread%s",
+            srv->current->spoa_bind, srv->spoa_port, srv->spoa_u.path ? " and " : "",
+            srv->spoa_u.path ? srv->spoa_u.path : "", srv->current->engine_bind, srv->engine_port,
+            srv->engine_u.path ? " and " : "", srv->engine_u.path ? srv->engine_u.path : "",
             srv->nthreads, srv->nthreads > 1 ? "s" : "");
     if (atomic_load(&srv->stop_requested))
         ev_async_send(t0->loop, &t0->wake);
@@ -948,6 +1042,8 @@ void server_free(struct server *srv)
         return;
     admin_free(srv->admin); /* before thread 0's loop goes */
     srv->admin = NULL;
+    unix_listener_free(&srv->spoa_u);
+    unix_listener_free(&srv->engine_u);
     if (srv->threads) {
         if (srv->opt.handle_signals && srv->threads[0].loop) {
             ev_signal_stop(srv->threads[0].loop, &srv->sighup);

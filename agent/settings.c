@@ -288,6 +288,8 @@ static void settings_free(struct agent_settings *s)
     free(s->spoa_bind);
     free(s->engine_bind);
     free(s->admin_socket);
+    free(s->spoa_socket);
+    free(s->engine_socket);
     free(s->log_level);
     free(s->api_dialect);
     free(s->engine_backend);
@@ -602,6 +604,19 @@ static int parse_root(struct agent_settings *s, const json_t *root, char *err, s
         (!*s->admin_socket || strlen(s->admin_socket) > SETTINGS_MAX_SOCKET_PATH))
         return fail(err, errlen, "admin_socket: expected a path of 1 to %d bytes",
                     SETTINGS_MAX_SOCKET_PATH);
+
+    static const char *const local_keys[] = {"spoa_socket", "engine_socket"};
+    char **local[] = {&s->spoa_socket, &s->engine_socket};
+    for (size_t i = 0; i < 2; i++) {
+        if (get_str(root, "", local_keys[i], NULL, local[i], err, errlen) < 0)
+            return -1;
+        const char *p = *local[i];
+        if (p && (p[0] != '/' || strlen(p) > SETTINGS_MAX_SOCKET_PATH))
+            return fail(err, errlen, "%s: expected an absolute path of at most %d bytes",
+                        local_keys[i], SETTINGS_MAX_SOCKET_PATH);
+    }
+    if (s->spoa_socket && s->engine_socket && strcmp(s->spoa_socket, s->engine_socket) == 0)
+        return fail(err, errlen, "spoa_socket and engine_socket: the same path");
 
     if (get_unsigned(root, "", "threads", 1, 1, 64, &s->threads, err, errlen) < 0)
         return -1;

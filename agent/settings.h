@@ -8,6 +8,8 @@
  *   "spoa_bind": "127.0.0.1:12345",          host:port (IPv4/IPv6 "[::1]:p")
  *   "engine_bind": "127.0.0.1:8081",
  *   "admin_socket": "/abs/run/agent.sock",
+ *   "spoa_socket": "/abs/run/spoa.sock",     optional: SPOP also on this unix socket
+ *   "engine_socket": "/abs/run/engine.sock", optional: the engine also on this unix socket
  *   "threads": 1,                            1..64
  *   "log_level": "info",
  *   "api_dialect": "both",                   openai | anthropic | both
@@ -59,6 +61,7 @@ struct agent_settings {
     atomic_uint refs;
     char *path; /* file it was loaded from (NULL when parsed from memory) */
     char *spoa_bind, *engine_bind, *admin_socket;
+    char *spoa_socket, *engine_socket; /* NULL: TCP only */
     unsigned threads;
     char *log_level;
     char *api_dialect;

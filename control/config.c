@@ -1785,7 +1785,8 @@ static void parse_haproxy(struct ctx *x, yaml_node_t *n)
 
 static void parse_agent(struct ctx *x, yaml_node_t *n)
 {
-    static const char *const keys[] = {"spoa_bind", "engine_bind", "admin_socket", "threads"};
+    static const char *const keys[] = {"spoa_bind", "engine_bind", "admin_socket", "threads",
+                                       "local_sockets"};
     static const struct keyset ks = KEYSET_NOIG(keys);
     if (is_null(n) || !expect_type(x, n, YAML_MAPPING_NODE, "agent"))
         return;
@@ -1803,6 +1804,9 @@ static void parse_agent(struct ctx *x, yaml_node_t *n)
             set_bind(x, BIND_ENGINE, v, &c->agent.engine_bind);
         else if (strcmp(key, "threads") == 0)
             get_uint_into(x, v, "agent.threads", 1, 64, &c->agent.threads);
+        else if (strcmp(key, "local_sockets") == 0)
+            c->agent.local_sockets_set =
+                get_bool(x, v, "agent.local_sockets", &c->agent.local_sockets) == 0;
         else {
             char *s = get_string(x, v, "agent.admin_socket");
             if (!s)

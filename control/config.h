@@ -107,6 +107,12 @@ struct lr_config {
         char *spoa_bind, *engine_bind;
         char *admin_socket; /* NULL = <run_dir>/agent.sock */
         unsigned threads;
+        /* HAProxy reaches the agent over unix sockets in run_dir (spoa.sock, engine.sock)
+         * instead of loopback TCP; the TCP listeners stay up either way. Unset: on in
+         * standalone mode (one user runs both), off in boltin mode (the fleet's HAProxy
+         * runs as its own user). See render_local_sockets(). */
+        bool local_sockets;
+        bool local_sockets_set;
     } agent;
     /* render --mode boltin: which requests of the fleet's frontend are LLM traffic. A
      * request is when its Host is one of `hosts` (any host when empty) and its path starts

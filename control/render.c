@@ -314,10 +314,28 @@ static void out_provider_backend(struct out *o, const struct cfg_provider *p)
 /* Health checks of the agent's two listeners. Once a check found the agent gone (killed,
  * restarting), HAProxy checks every 250 ms and one success brings the server back: a
  * restarted agent serves again within a second, not after rise x inter (4 s by default). */
+/* sockaddr_un.sun_path holds 108 bytes on Linux, the terminating NUL included. */
+#define UNIX_PATH_MAX_LEN 107
+
 #define AGENT_CHECK "check inter 2s downinter 250ms rise 1"
 
+/* One of the agent's listeners as a server: its unix socket when agent.local_sockets (no
+ * TCP/IP stack on the way: less CPU per request on both sides), else its TCP address. */
+static void out_agent_server(struct out *o, const char *name, const char *bind,
+                             const char *unix_path, const char *fall)
+{
+    outf(o, "    server %s ", name);
+    if (unix_path) {
+        outf(o, "unix@%s " AGENT_CHECK " %s\n\n", unix_path, fall);
+        return;
+    }
+    out_connect_addr(o, bind);
+    outf(o, " " AGENT_CHECK " %s%s\n\n", fall,
+         bind_needs_dns(bind) ? " init-addr last,libc,none resolvers lr_dns" : "");
+}
+
 /* Everything a boltin fleet loads with an extra -f: the backends and their helpers. */
-static void out_backends(struct out *o, const struct lr_config *c)
+static void out_backends(struct out *o, const struct lr_config *c, const struct render_paths *p)
 {
     out_resolvers(o, c);
 
@@ -332,10 +350,7 @@ static void out_backends(struct out *o, const struct lr_config *c)
             "    option spop-check\n"
             "    timeout connect 1s\n"
             "    timeout server 30s\n");
-    outf(o, "    server agent ");
-    out_connect_addr(o, c->agent.spoa_bind);
-    outf(o, " " AGENT_CHECK " fall 2%s\n\n",
-         bind_needs_dns(c->agent.spoa_bind) ? " init-addr last,libc,none resolvers lr_dns" : "");
+    out_agent_server(o, "agent", c->agent.spoa_bind, p->spoa_socket, "fall 2");
 
     outf(o, "backend %s\n", LR_ENGINE_BACKEND);
     outf(o, "    mode http\n"
@@ -343,10 +358,7 @@ static void out_backends(struct out *o, const struct lr_config *c)
             "    option http-no-delay\n"
             "    option httpchk GET /healthz\n"
             "    http-check expect status 200\n");
-    outf(o, "    server engine ");
-    out_connect_addr(o, c->agent.engine_bind);
-    outf(o, " " AGENT_CHECK " fall 3%s\n\n",
-         bind_needs_dns(c->agent.engine_bind) ? " init-addr last,libc,none resolvers lr_dns" : "");
+    out_agent_server(o, "engine", c->agent.engine_bind, p->engine_socket, "fall 3");
 
     for (size_t i = 0; i < c->n_providers; i++)
         if (c->providers[i].enabled)
@@ -532,19 +544,19 @@ char *render_haproxy_cfg(const struct lr_config *c, const struct render_paths *p
              "    stats refresh 10s\n"
              "\n");
 
-    out_backends(&o, c);
+    out_backends(&o, c, p);
     return out_finish(&o);
 }
 
 /* Boltin: backends only, loaded by the fleet with an extra -f. */
-char *render_backends_cfg(const struct lr_config *c)
+char *render_backends_cfg(const struct lr_config *c, const struct render_paths *p)
 {
     struct out o = {0};
     outf(&o, "# LunaRoute backends, rendered by lunaroute-control from ");
     out_source(&o, c);
     outf(&o, ".\n# Load next to your own configuration: haproxy -f haproxy.cfg -f "
              "lunaroute-backends.cfg\n\n");
-    out_backends(&o, c);
+    out_backends(&o, c, p);
     return out_finish(&o);
 }
 
@@ -717,6 +729,10 @@ char *render_agent_json(const struct lr_config *c, const struct render_paths *p)
     jset(root, "spoa_bind", jstr(c->agent.spoa_bind), &failed);
     jset(root, "engine_bind", jstr(c->agent.engine_bind), &failed);
     jset(root, "admin_socket", json_string(admin), &failed);
+    if (p->spoa_socket)
+        jset(root, "spoa_socket", json_string(p->spoa_socket), &failed);
+    if (p->engine_socket)
+        jset(root, "engine_socket", json_string(p->engine_socket), &failed);
     jset(root, "threads", json_integer(c->agent.threads), &failed);
     jset(root, "log_level", jstr(c->log_level ? c->log_level : "info"), &failed);
     jset(root, "api_dialect", json_string(dialect_str(c->dialect)), &failed);
@@ -904,6 +920,11 @@ struct rfile {
     mode_t mode;
 };
 
+bool render_local_sockets(const struct lr_config *c, enum render_mode mode)
+{
+    return c->agent.local_sockets_set ? c->agent.local_sockets : mode == RENDER_STANDALONE;
+}
+
 int render_write_all(const struct lr_config *c, enum render_mode mode, const char *out_dir,
                      char *err, size_t errlen)
 {
@@ -929,11 +950,22 @@ int render_write_all(const struct lr_config *c, enum render_mode mode, const cha
         return -1;
     }
     char spoe[PATH_MAX], map[PATH_MAX], msock[PATH_MAX], admin[PATH_MAX];
+    char ssock[PATH_MAX], esock[PATH_MAX];
     if (path_join(spoe, sizeof(spoe), dir, "spoe-lunaroute.conf") < 0 ||
         path_join(map, sizeof(map), dir, "routes.map") < 0 ||
         path_join(msock, sizeof(msock), dir, "haproxy-master.sock") < 0 ||
-        path_join(admin, sizeof(admin), dir, "agent.sock") < 0) {
+        path_join(admin, sizeof(admin), dir, "agent.sock") < 0 ||
+        path_join(ssock, sizeof(ssock), dir, "spoa.sock") < 0 ||
+        path_join(esock, sizeof(esock), dir, "engine.sock") < 0) {
         set_err(err, errlen, "%s: path too long", dir);
+        return -1;
+    }
+    bool local = render_local_sockets(c, mode);
+    if (local && strlen(esock) > UNIX_PATH_MAX_LEN) {
+        set_err(err, errlen,
+                "%s: too long for the agent's unix sockets (%s is %zu bytes, at most %d): "
+                "use a shorter run_dir, or agent.local_sockets: false",
+                dir, esock, strlen(esock), UNIX_PATH_MAX_LEN);
         return -1;
     }
     struct render_paths p = {
@@ -942,6 +974,8 @@ int render_write_all(const struct lr_config *c, enum render_mode mode, const cha
         .routes_map = map,
         .master_sock = msock,
         .admin_socket = admin,
+        .spoa_socket = local ? ssock : NULL,
+        .engine_socket = local ? esock : NULL,
     };
 
     struct rfile files[5] = {{0}};
@@ -949,7 +983,7 @@ int render_write_all(const struct lr_config *c, enum render_mode mode, const cha
     if (mode == RENDER_STANDALONE) {
         files[n++] = (struct rfile){"haproxy.cfg", render_haproxy_cfg(c, &p), 0644};
     } else {
-        files[n++] = (struct rfile){"lunaroute-backends.cfg", render_backends_cfg(c), 0644};
+        files[n++] = (struct rfile){"lunaroute-backends.cfg", render_backends_cfg(c, &p), 0644};
         files[n++] = (struct rfile){"frontend-snippet.cfg", render_frontend_snippet(c, &p), 0644};
     }
     files[n++] = (struct rfile){"spoe-lunaroute.conf", render_spoe_conf(c, &p, mode), 0644};

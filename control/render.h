@@ -4,6 +4,7 @@
 #ifndef LR_RENDER_H
 #define LR_RENDER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -21,6 +22,8 @@ struct render_paths {
     const char *routes_map;   /* <run_dir>/routes.map */
     const char *master_sock;  /* <run_dir>/haproxy-master.sock */
     const char *admin_socket; /* agent admin socket */
+    /* agent.local_sockets: <run_dir>/spoa.sock and <run_dir>/engine.sock (NULL: TCP) */
+    const char *spoa_socket, *engine_socket;
 };
 
 /* Each returns a malloc'd NUL-terminated string, or NULL on allocation failure. */
@@ -33,13 +36,17 @@ char *render_routes_map(const struct lr_config *c);
 char *render_agent_json(const struct lr_config *c, const struct render_paths *p);
 /* Boltin: the backends a fleet loads with an extra -f, and the lines to paste into its
  * frontend (scoped to boltin.hosts / boltin.path_prefixes). */
-char *render_backends_cfg(const struct lr_config *c);
+char *render_backends_cfg(const struct lr_config *c, const struct render_paths *p);
 char *render_frontend_snippet(const struct lr_config *c, const struct render_paths *p);
 
 /* Writes text into <dir>/<name> with `mode`: a temporary file in dir, fsync'd, renamed over
  * the old one (readers see the old or the new file, never a part). 0, or -1 with a message. */
 int render_write_file(const char *dir, const char *name, const char *text, mode_t mode, char *err,
                       size_t errlen);
+
+/* Whether HAProxy reaches the agent over its unix sockets in run_dir: agent.local_sockets,
+ * or when unset, true in standalone mode and false in boltin mode. */
+bool render_local_sockets(const struct lr_config *c, enum render_mode mode);
 
 /* Writes every file of `mode` into out_dir (created 0700 if missing). Standalone:
  * haproxy.cfg, spoe-lunaroute.conf, routes.map, agent.json. Boltin: lunaroute-backends.cfg,

@@ -1631,8 +1631,13 @@ class Stack:
             "haproxy": {"bind": "127.0.0.1:%d" % self.ports["frontend"],
                         "stats_bind": "127.0.0.1:%d" % self.ports["stats"],
                         "maxconn": 1000, "failure_mode": "static"},
+            # HAProxy reaches the agent over TCP here, not through the unix sockets of the
+            # default (agent.local_sockets): the leak and connection accounting of this
+            # harness (fault_baseline, check_after_fault, established_peers) counts the agent's
+            # connections per TCP port. test_local_sockets.py runs the default.
             "agent": {"spoa_bind": "127.0.0.1:%d" % self.ports["spoa"],
-                      "engine_bind": "127.0.0.1:%d" % self.ports["engine"], "threads": 1},
+                      "engine_bind": "127.0.0.1:%d" % self.ports["engine"], "threads": 1,
+                      "local_sockets": False},
             "run_dir": self.run_dir,
         }
 

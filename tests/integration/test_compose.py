@@ -363,8 +363,11 @@ class ComposeFile(unittest.TestCase):
         cfg = lrtest.read_text(os.path.join(out, "haproxy.cfg"))
         self.assertIn("    bind 0.0.0.0:8080\n", cfg)
         self.assertIn("    bind 0.0.0.0:8404\n", cfg)
-        self.assertRegex(cfg, r"\n    server agent agent:12345 ")
-        self.assertRegex(cfg, r"\n    server engine agent:8081 ")
+        # HAProxy reaches the agent through its unix sockets in the shared volume
+        # (agent.local_sockets, the default); the TCP listeners (agent:12345, agent:8081) stay
+        # for the agent's health check and other HAProxies.
+        self.assertIn("\n    server agent unix@%s/spoa.sock " % out, cfg)
+        self.assertIn("\n    server engine unix@%s/engine.sock " % out, cfg)
         self.assertNotIn(TEST_KEY, cfg)
         self.assertIn("%[env(OPENAI_API_KEY)]", cfg)
 
@@ -554,7 +557,9 @@ class ComposeNative(lrtest.LRTestCase):
         for f in ("haproxy.cfg", "spoe-lunaroute.conf", "routes.map", "agent.json"):
             self.assertTrue(os.path.isfile(os.path.join(run_dir, f)), f)
         cfg = lrtest.read_text(os.path.join(run_dir, "haproxy.cfg"))
-        self.assertIn("server agent 127.0.0.1:%d" % ports["agent.spoa_bind"], cfg)
+        self.assertIn("server agent unix@%s/spoa.sock " % run_dir, cfg)
+        self.assertTrue(lrtest.stat_is_socket(os.path.join(run_dir, "spoa.sock")))
+        self.assertTrue(lrtest.stat_is_socket(os.path.join(run_dir, "engine.sock")))
         self.assertNotIn(TEST_KEY, cfg)  # names only, never the value
         self.assertTrue(lrtest.stat_is_socket(os.path.join(run_dir, "haproxy-master.sock")))
 

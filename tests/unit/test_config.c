@@ -154,6 +154,7 @@ static void check_defaults(const struct lr_config *c)
     assert_string_equal(c->agent.engine_bind, "127.0.0.1:8081");
     assert_null(c->agent.admin_socket);
     assert_int_equal(c->agent.threads, 1);
+    assert_false(c->agent.local_sockets_set); /* per mode: render_local_sockets() */
     assert_string_equal(c->run_dir, "./run");
     assert_string_equal(c->log_level, "info");
     assert_int_equal(config_secret_count(c), 0);
@@ -228,7 +229,7 @@ static const char full_yaml[] =
     "haproxy: {bind: 0.0.0.0:9080, stats_bind: 127.0.0.1:9404, maxconn: 100, failure_mode: "
     "reject}\n"
     "agent: {spoa_bind: 127.0.0.1:22345, engine_bind: 127.0.0.1:9081, admin_socket: "
-    "/tmp/a.sock, threads: 4}\n"
+    "/tmp/a.sock, threads: 4, local_sockets: false}\n"
     "run_dir: /var/run/lr\n"
     "logging: {level: debug}\n";
 
@@ -299,6 +300,8 @@ static void test_full_file(void **state)
     assert_string_equal(c->agent.engine_bind, "127.0.0.1:9081");
     assert_string_equal(c->agent.admin_socket, "/tmp/a.sock");
     assert_int_equal(c->agent.threads, 4);
+    assert_true(c->agent.local_sockets_set);
+    assert_false(c->agent.local_sockets);
     assert_string_equal(c->run_dir, "/var/run/lr");
     assert_string_equal(c->log_level, "debug");
     /* secrets: openai and groq are enabled with keys */
@@ -869,6 +872,8 @@ static void test_error_positions(void **state)
     /* types */
     fails_with("bypass: {enabled: 3}\n", NULL,
                "t.yaml:1:19: bypass.enabled: expected a boolean (true or false)");
+    fails_with("agent: {local_sockets: maybe}\n", NULL,
+               "t.yaml:1:24: agent.local_sockets: expected a boolean (true or false)");
     fails_with("haproxy:\n  maxconn: lots\n", NULL,
                "t.yaml:2:12: haproxy.maxconn: expected an integer");
     fails_with("haproxy:\n  maxconn: [1]\n", NULL,

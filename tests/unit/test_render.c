@@ -863,6 +863,39 @@ static void test_write_all(void **state)
     assert_dir_has_no_secret(out);
     rm_rf(out);
 
+    /* agent.local_sockets unset: on in standalone mode, off in boltin mode */
+    assert_true(render_local_sockets(c, RENDER_STANDALONE));
+    assert_false(render_local_sockets(c, RENDER_BOLTIN));
+    c->agent.local_sockets_set = true;
+    c->agent.local_sockets = false;
+    assert_false(render_local_sockets(c, RENDER_STANDALONE));
+    c->agent.local_sockets = true;
+    assert_true(render_local_sockets(c, RENDER_BOLTIN));
+    /* agent.local_sockets: HAProxy reaches both agent listeners through run_dir */
+    assert_int_equal(render_write_all(c, RENDER_STANDALONE, out, err, sizeof(err)), 0);
+    snprintf(p, sizeof(p), "%s/haproxy.cfg", out);
+    cfg = read_all(p);
+    snprintf(want, sizeof(want), "    server agent unix@%s/spoa.sock check inter 2s", out);
+    assert_contains(cfg, want);
+    snprintf(want, sizeof(want), "    server engine unix@%s/engine.sock check inter 2s", out);
+    assert_contains(cfg, want);
+    free(cfg);
+    snprintf(p, sizeof(p), "%s/agent.json", out);
+    char *aj = read_all(p);
+    snprintf(want, sizeof(want), "\"engine_socket\": \"%s/engine.sock\"", out);
+    assert_contains(aj, want);
+    free(aj);
+    rm_rf(out);
+    /* ... which must fit a unix socket address (107 bytes) */
+    char deep[4200];
+    snprintf(deep, sizeof(deep), "%s/%0100d", tmpl, 0);
+    assert_int_equal(render_write_all(c, RENDER_STANDALONE, deep, err, sizeof(err)), -1);
+    assert_contains(err, "too long for the agent's unix sockets");
+    assert_contains(err, "agent.local_sockets: false");
+    c->agent.local_sockets = false;
+    assert_int_equal(render_write_all(c, RENDER_STANDALONE, deep, err, sizeof(err)), 0);
+    rm_rf(deep);
+
     /* a directory HAProxy could not reference is refused */
     char bad[4200];
     snprintf(bad, sizeof(bad), "%s/with space", tmpl);
@@ -954,6 +987,8 @@ static void test_haproxy_accepts(void **state)
     }
     struct lr_config *c = cfg_new();
     check_with_haproxy(bin, c, "default");
+    c->agent.local_sockets_set = c->agent.local_sockets = true;
+    check_with_haproxy(bin, c, "local-sockets");
 
     set_key(&c->providers[0], "OPENAI_API_KEY", FAKE_KEY);
     set_key(&c->providers[1], "ANTHROPIC_API_KEY", FAKE_KEY2);

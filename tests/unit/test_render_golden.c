@@ -164,18 +164,23 @@ static int run_case(const char *dir, bool update)
         fail_msg("%s: input.yaml does not load", dir);
     }
 
+    /* As render_write_all sets them: the unix sockets only with agent.local_sockets. */
+    struct render_paths paths = golden_paths;
+    if (render_local_sockets(c, mode)) {
+        paths.spoa_socket = "/run/lr/spoa.sock";
+        paths.engine_socket = "/run/lr/engine.sock";
+    }
     struct golden_out out[5];
     size_t n = 0;
     if (mode == RENDER_STANDALONE) {
-        out[n++] = (struct golden_out){"haproxy.cfg", render_haproxy_cfg(c, &golden_paths)};
+        out[n++] = (struct golden_out){"haproxy.cfg", render_haproxy_cfg(c, &paths)};
     } else {
-        out[n++] = (struct golden_out){"lunaroute-backends.cfg", render_backends_cfg(c)};
-        out[n++] =
-            (struct golden_out){"frontend-snippet.cfg", render_frontend_snippet(c, &golden_paths)};
+        out[n++] = (struct golden_out){"lunaroute-backends.cfg", render_backends_cfg(c, &paths)};
+        out[n++] = (struct golden_out){"frontend-snippet.cfg", render_frontend_snippet(c, &paths)};
     }
-    out[n++] = (struct golden_out){"spoe-lunaroute.conf", render_spoe_conf(c, &golden_paths, mode)};
+    out[n++] = (struct golden_out){"spoe-lunaroute.conf", render_spoe_conf(c, &paths, mode)};
     out[n++] = (struct golden_out){"routes.map", render_routes_map(c)};
-    out[n++] = (struct golden_out){"agent.json", render_agent_json(c, &golden_paths)};
+    out[n++] = (struct golden_out){"agent.json", render_agent_json(c, &paths)};
 
     int mismatches = 0;
     for (size_t i = 0; i < n; i++) {

@@ -19,6 +19,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/time.h>
 
 #include <cmocka.h>
@@ -256,9 +257,23 @@ static void ack_vars(const struct rframe *f, struct vars *v)
     assert_int_equal(n, 3);
 }
 
-static int spop_handshake(int port)
+static int connect_unix(const char *path)
 {
-    int fd = connect_port(port);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+    if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void spop_hello_on(int fd)
+{
     struct fb f;
     fb_init(&f);
     fb_hello(&f);
@@ -266,6 +281,12 @@ static int spop_handshake(int port)
     struct rframe r;
     assert_int_equal(read_frame(fd, &r), 0);
     assert_int_equal(r.type, SPOP_FRM_AGENT_HELLO);
+}
+
+static int spop_handshake(int port)
+{
+    int fd = connect_port(port);
+    spop_hello_on(fd);
     return fd;
 }
 
@@ -533,10 +554,9 @@ static void test_spop_split_frames(void **state)
     close(fd);
 }
 
-static void test_engine_and_healthcheck(void **state)
+/* GET /healthz on a connected engine socket: the whole response (Connection: close). */
+static void healthz_on(int fd)
 {
-    struct fixture *fx = *state;
-    int fd = connect_port(server_engine_port(fx->srv));
     static const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     send_all(fd, req, sizeof(req) - 1);
     char buf[1024];
@@ -550,7 +570,15 @@ static void test_engine_and_healthcheck(void **state)
     buf[off] = 0;
     assert_non_null(strstr(buf, "HTTP/1.1 200 OK\r\n"));
     assert_non_null(strstr(buf, "{\"status\":\"ok\"}"));
+}
+
+static void test_engine_and_healthcheck(void **state)
+{
+    struct fixture *fx = *state;
+    int fd = connect_port(server_engine_port(fx->srv));
+    healthz_on(fd);
     close(fd);
+    char buf[1024];
 
     /* HAProxy's SPOP health check: HELLO with healthcheck=true, AGENT-HELLO, then close. */
     fd = connect_port(server_spoa_port(fx->srv));
@@ -706,6 +734,105 @@ static void test_admin_reload(void **state)
     rmdir(dir);
 }
 
+/* spoa_socket / engine_socket: served by every thread next to the TCP listeners, mode 0660;
+ * a stale file is replaced, a live socket or a non-socket file is refused, and the files go
+ * with the server. */
+static void test_unix_sockets(void **state)
+{
+    (void)state;
+    char dir[64], path[96], ssock[96], esock[96], err[512], buf[4096], extra[512];
+    snprintf(dir, sizeof(dir), "/tmp/lr-test-server-unix-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/agent.json", dir);
+    snprintf(ssock, sizeof(ssock), "%s/spoa.sock", dir);
+    snprintf(esock, sizeof(esock), "%s/engine.sock", dir);
+    snprintf(buf, sizeof(buf), settings_fmt, 2, "auto");
+    snprintf(extra, sizeof(extra), "{\"spoa_socket\":\"%s\",\"engine_socket\":\"%s\",", ssock,
+             esock);
+    char doc[4700];
+    snprintf(doc, sizeof(doc), "%s%s", extra, buf + 1);
+    write_file(path, doc);
+
+    /* a stale socket (its process died without removing it) is replaced */
+    int stale = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", esock);
+    assert_int_equal(bind(stale, (struct sockaddr *)&sun, sizeof(sun)), 0);
+    close(stale);
+
+    struct agent_settings *s = agent_settings_load(path, err, sizeof(err));
+    if (!s)
+        fail_msg("settings: %s", err);
+    assert_string_equal(s->spoa_socket, ssock);
+    struct server_options o;
+    server_options_default(&o);
+    o.drain_timeout = 2.0;
+    struct fixture fx = {0};
+    fx.srv = server_new(s, &o, err, sizeof(err));
+    if (!fx.srv)
+        fail_msg("server_new: %s", err);
+    assert_int_equal(pthread_create(&fx.tid, NULL, run_main, &fx), 0);
+
+    struct stat st;
+    assert_int_equal(lstat(ssock, &st), 0);
+    assert_true(S_ISSOCK(st.st_mode));
+    assert_int_equal(st.st_mode & 0777, 0660);
+    assert_int_equal(lstat(esock, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0660);
+
+    /* several connections at once: both threads accept on the shared sockets */
+    int fds[8];
+    for (int i = 0; i < 8; i++) {
+        fds[i] = connect_unix(ssock);
+        assert_true(fds[i] >= 0);
+        spop_hello_on(fds[i]);
+    }
+    for (int i = 0; i < 8; i++) {
+        classify_once(fds[i], (uint64_t)i + 1, "/v1/chat/completions", 0, "engine", "lr_engine",
+                      "");
+        classify_once(fds[i], (uint64_t)i + 101, "/v1/embeddings", 1, "bypass",
+                      "lr_provider_anthropic", "anthropic");
+        close(fds[i]);
+    }
+    int fd = connect_unix(esock);
+    assert_true(fd >= 0);
+    healthz_on(fd);
+    close(fd);
+    /* the TCP listeners are still there */
+    fd = connect_port(server_engine_port(fx.srv));
+    healthz_on(fd);
+    close(fd);
+
+    /* a second agent on the same settings: the live socket is not taken over */
+    struct server *twin = server_new(s, &o, err, sizeof(err));
+    assert_null(twin);
+    assert_non_null(strstr(err, "another process is serving it"));
+    assert_int_equal(lstat(ssock, &st), 0); /* and still there */
+    fd = connect_unix(ssock);
+    assert_true(fd >= 0);
+    spop_hello_on(fd);
+    close(fd);
+
+    server_stop(fx.srv);
+    pthread_join(fx.tid, NULL);
+    assert_int_equal(fx.run_rc, 0);
+    server_free(fx.srv);
+    assert_int_equal(lstat(ssock, &st), -1);
+    assert_int_equal(lstat(esock, &st), -1);
+
+    /* a file that is not a socket is never removed */
+    write_file(esock, "not a socket\n");
+    assert_null(server_new(s, &o, err, sizeof(err)));
+    assert_non_null(strstr(err, "exists and is not a socket"));
+    assert_int_equal(lstat(esock, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    agent_settings_unref(s);
+    unlink(esock);
+    unlink(ssock);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -715,6 +842,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_spop_split_frames, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
         cmocka_unit_test(test_admin_reload),
+        cmocka_unit_test(test_unix_sockets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

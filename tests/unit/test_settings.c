@@ -26,6 +26,8 @@ static const char full_doc[] =
     "  \"spoa_bind\": \"0.0.0.0:22345\",\n"
     "  \"engine_bind\": \"[::1]:18081\",\n"
     "  \"admin_socket\": \"/tmp/run/agent.sock\",\n"
+    "  \"spoa_socket\": \"/tmp/run/spoa.sock\",\n"
+    "  \"engine_socket\": \"/tmp/run/engine.sock\",\n"
     "  \"threads\": 4,\n"
     "  \"log_level\": \"debug\",\n"
     "  \"api_dialect\": \"openai\",\n"
@@ -62,6 +64,8 @@ static void test_full_document(void **state)
     assert_string_equal(s->spoa_bind, "0.0.0.0:22345");
     assert_string_equal(s->engine_bind, "[::1]:18081");
     assert_string_equal(s->admin_socket, "/tmp/run/agent.sock");
+    assert_string_equal(s->spoa_socket, "/tmp/run/spoa.sock");
+    assert_string_equal(s->engine_socket, "/tmp/run/engine.sock");
     assert_int_equal(s->threads, 4);
     assert_string_equal(s->log_level, "debug");
     assert_string_equal(s->api_dialect, "openai");
@@ -136,6 +140,8 @@ static void test_defaults(void **state)
     assert_string_equal(s->spoa_bind, "127.0.0.1:12345");
     assert_string_equal(s->engine_bind, "127.0.0.1:8081");
     assert_null(s->admin_socket);
+    assert_null(s->spoa_socket);
+    assert_null(s->engine_socket);
     assert_int_equal(s->threads, 1);
     assert_string_equal(s->log_level, "info");
     assert_string_equal(s->api_dialect, "both");
@@ -225,6 +231,12 @@ static const struct err_case err_cases[] = {
     {"{\"engine_bind\": \"localhost:\"}", "engine_bind: expected host:port or [ipv6]:port"},
     {"{\"admin_socket\": 1}", "admin_socket: expected a string"},
     {"{\"admin_socket\": \"\"}", "admin_socket: expected a path of 1 to 107 bytes"},
+    {"{\"spoa_socket\": 1}", "spoa_socket: expected a string"},
+    {"{\"spoa_socket\": \"run/spoa.sock\"}",
+     "spoa_socket: expected an absolute path of at most 107 bytes"},
+    {"{\"engine_socket\": \"\"}", "engine_socket: expected an absolute path of at most 107 bytes"},
+    {"{\"spoa_socket\": \"/r/a.sock\", \"engine_socket\": \"/r/a.sock\"}",
+     "spoa_socket and engine_socket: the same path"},
     {"{\"threads\": 0}", "threads: must be between 1 and 64"},
     {"{\"threads\": 65}", "threads: must be between 1 and 64"},
     {"{\"threads\": -1}", "threads: must be between 1 and 64"},
