@@ -12,6 +12,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lrtest  # noqa: E402
 
 
+def spoe_log(stack):
+    """HAProxy's stderr (the standalone config logs there)."""
+    return lrtest.read_text(stack.path("haproxy.stderr"))
+
+
 class StaticFallback(lrtest.LRTestCase):
     def test_agent_killed_bypass_still_routes(self):
         openai = self.mock("openai")
@@ -26,6 +31,8 @@ class StaticFallback(lrtest.LRTestCase):
         r = stack.http("POST", "/v1/embeddings", body=b'{"input":"alive"}')
         self.assertEqual(r.json()["mock"], "openai", r)
         openai.clear()
+        # SPOE logs only failures (warning): an answered request leaves no line.
+        self.assertNotIn("SPOE: [", spoe_log(stack))
 
         stack.kill_agent()
         self.assertFalse(lrtest.port_accepts(stack.ports["spoa"]), "agent still listening")
@@ -67,6 +74,9 @@ class StaticFallback(lrtest.LRTestCase):
 
         took = round_trip("right after SIGKILL")
         self.assertLess(took, 10, "requests with a dead agent took %.1fs" % took)
+        self.assertTrue(lrtest.wait_until(lambda: "SPOE: [lunaroute-agent]" in spoe_log(stack), 5),
+                        "HAProxy logged no SPOE failure with the agent dead:\n%s"
+                        % spoe_log(stack)[-2000:])
 
         # Once the health check noticed, same result (and no SPOE timeouts to wait for).
         down = stack.wait_spoa(want_up=False, timeout=8)
