@@ -17,6 +17,8 @@
 # Usage: tests/bench/engine.sh [--bin-dir build/bin] [--secs 5] [--rounds 3]
 #                              [--ttfb-iters 2000] [--streams 512] [--no-portkey]
 #                              [--threads 1]   (agent.threads)
+#                              [--agent-tcp]   (HAProxy -> agent over loopback TCP, not the
+#                                               unix sockets of agent.local_sockets)
 # Needs: haproxy, nginx, wrk, python3 (and node + npm for Portkey). Not run in CI.
 set -euo pipefail
 BENCH_NAME=engine
@@ -31,7 +33,8 @@ while [ $# -gt 0 ]; do
     --streams) streams=$2; shift 2 ;;
     --no-portkey) portkey=0; shift ;;
     --threads) threads=$2; shift 2 ;;
-    *) echo "usage: $0 [--bin-dir DIR] [--secs N] [--rounds N] [--ttfb-iters N] [--streams N] [--no-portkey] [--threads N]" >&2; exit 2 ;;
+    --agent-tcp) agent_tcp=1; shift ;;
+    *) echo "usage: $0 [--bin-dir DIR] [--secs N] [--rounds N] [--ttfb-iters N] [--streams N] [--no-portkey] [--threads N] [--agent-tcp]" >&2; exit 2 ;;
   esac
 done
 . "$root/tests/bench/lib.sh"
@@ -81,19 +84,10 @@ wait_port "$slow_port"
 
 # --- the stack under test, rendered by lunaroute-control
 fe_eng=$(free_port) fe_plain=$(free_port) eng_port=$(free_port)
-cat > "$work/lunaroute.yaml" <<YAML
-providers:
-  openai:    {base_url: "http://127.0.0.1:$up_port", http_client: {max_retries: 0}}
-  anthropic: {base_url: "http://127.0.0.1:$up_port"}
-  slow:      {provider_type: openai, base_url: "http://127.0.0.1:$slow_port", http_client: {max_retries: 0}}
+render_stack "$fe_eng" "$eng_port" "$threads" "$up_port" \
+  '  slow:      {provider_type: openai, base_url: "http://127.0.0.1:'"$slow_port"'", http_client: {max_retries: 0}}
 routing:
-  rules: [{name: slow, model_pattern: "^slow-", primary: slow}]
-bypass: {enabled: true, provider: auto}
-haproxy: {bind: "127.0.0.1:$fe_eng", stats_bind: "127.0.0.1:$(free_port)", maxconn: 4000}
-agent: {spoa_bind: "127.0.0.1:$(free_port)", engine_bind: "127.0.0.1:$eng_port", threads: $threads}
-logging: {level: warn}
-YAML
-"$bin/lunaroute-control" render --config "$work/lunaroute.yaml" --out "$work/eng" >/dev/null
+  rules: [{name: slow, model_pattern: "^slow-", primary: slow}]'
 # plain: no SPOE filter, the chat path straight to the openai provider backend (nginx), its
 # own frontend port and sockets, no stats frontend.
 plain_config "$work/eng" "$work/plain" "$fe_eng" "$fe_plain" "/v1/chat/completions lr_provider_openai"

@@ -7,7 +7,7 @@
 #
 # Usage: tests/bench/engine_cost.sh [--bin-dir build/bin] [--requests 2000] [--conns 4]
 #                                   [--body small|256k] [--tool callgrind|strace]
-#                                   [--threads 1] [--top 25] [--out FILE]
+#                                   [--threads 1] [--agent-tcp] [--top 25] [--out FILE]
 # Prints instructions (or system calls) per request and the top functions by self cost.
 # Needs: haproxy, nginx, python3, valgrind (callgrind) or strace. Not run in CI.
 set -euo pipefail
@@ -22,9 +22,10 @@ while [ $# -gt 0 ]; do
     --body) body=$2; shift 2 ;;
     --tool) tool=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
+    --agent-tcp) agent_tcp=1; shift ;;
     --top) top=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    *) echo "usage: $0 [--bin-dir DIR] [--requests N] [--conns N] [--body small|256k] [--tool callgrind|strace] [--threads N] [--top N] [--out FILE]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--bin-dir DIR] [--requests N] [--conns N] [--body small|256k] [--tool callgrind|strace] [--threads N] [--agent-tcp] [--top N] [--out FILE]" >&2; exit 2 ;;
   esac
 done
 case $body in small|256k) ;; *) echo "engine_cost.sh: --body small|256k" >&2; exit 2 ;; esac
@@ -42,16 +43,7 @@ start nginx nginx -c "$work/nginx/nginx.conf" -p "$work/nginx"
 wait_port "$up_port"
 
 fe=$(free_port) eng=$(free_port)
-cat > "$work/lunaroute.yaml" <<YAML
-providers:
-  openai:    {base_url: "http://127.0.0.1:$up_port", http_client: {max_retries: 0}}
-  anthropic: {base_url: "http://127.0.0.1:$up_port"}
-bypass: {enabled: true, provider: auto}
-haproxy: {bind: "127.0.0.1:$fe", stats_bind: "127.0.0.1:$(free_port)", maxconn: 4000}
-agent: {spoa_bind: "127.0.0.1:$(free_port)", engine_bind: "127.0.0.1:$eng", threads: $threads}
-logging: {level: warn}
-YAML
-"$bin/lunaroute-control" render --config "$work/lunaroute.yaml" --out "$work/eng" >/dev/null
+render_stack "$fe" "$eng" "$threads" "$up_port"
 if [ $tool = callgrind ]; then
   start agent valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" --dump-instr=no \
     "$bin/lunaroute-agent" --settings "$work/eng/agent.json"

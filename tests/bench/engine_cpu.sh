@@ -5,7 +5,7 @@
 # process group's CPU (utime + stime from /proc, in µs per request) and the machine's busy
 # and idle time per request. Numbers move with machine load: compare variants of one run.
 #
-# Usage: tests/bench/engine_cpu.sh [--bin-dir build/bin] [--secs 5] [--threads 1] [--conns 32]
+# Usage: tests/bench/engine_cpu.sh [--bin-dir build/bin] [--secs 5] [--threads 1] [--agent-tcp] [--conns 32]
 # Needs: haproxy, nginx, wrk, python3, curl. Not run in CI.
 set -euo pipefail
 BENCH_NAME=engine_cpu
@@ -16,8 +16,9 @@ while [ $# -gt 0 ]; do
     --bin-dir) bin=$2; shift 2 ;;
     --secs) secs=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
+    --agent-tcp) agent_tcp=1; shift ;;
     --conns) conns=$2; shift 2 ;;
-    *) echo "usage: $0 [--bin-dir DIR] [--secs N] [--threads N] [--conns N]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--bin-dir DIR] [--secs N] [--threads N] [--agent-tcp] [--conns N]" >&2; exit 2 ;;
   esac
 done
 . "$root/tests/bench/lib.sh"
@@ -31,16 +32,7 @@ nginx_conf "$up_port" "
 start nginx nginx -c "$work/nginx/nginx.conf" -p "$work/nginx"
 wait_port "$up_port"
 fe_eng=$(free_port) fe_plain=$(free_port) eng_port=$(free_port)
-cat > "$work/lunaroute.yaml" <<YAML
-providers:
-  openai:    {base_url: "http://127.0.0.1:$up_port", http_client: {max_retries: 0}}
-  anthropic: {base_url: "http://127.0.0.1:$up_port"}
-bypass: {enabled: true, provider: auto}
-haproxy: {bind: "127.0.0.1:$fe_eng", stats_bind: "127.0.0.1:$(free_port)", maxconn: 4000}
-agent: {spoa_bind: "127.0.0.1:$(free_port)", engine_bind: "127.0.0.1:$eng_port", threads: $threads}
-logging: {level: warn}
-YAML
-"$bin/lunaroute-control" render --config "$work/lunaroute.yaml" --out "$work/eng" >/dev/null
+render_stack "$fe_eng" "$eng_port" "$threads" "$up_port"
 plain_config "$work/eng" "$work/plain" "$fe_eng" "$fe_plain" "/v1/chat/completions lr_provider_openai"
 start_pair "$work/eng" "$work/plain" "$fe_eng" "$fe_plain" "$eng_port"
 REQ='{"model":"gpt-4o","messages":[{"role":"user","content":"Say hello"}],"max_tokens":16}'

@@ -95,6 +95,28 @@ open(p, "w").write(s)
 PY
 }
 
+# render_stack FE_PORT ENG_PORT THREADS UP_PORT [EXTRA_YAML]: writes $work/lunaroute.yaml
+# (openai and anthropic on http://127.0.0.1:UP_PORT, the HAProxy frontend on FE_PORT, the
+# engine on ENG_PORT, agent.threads THREADS; EXTRA_YAML is appended: more providers under
+# `providers:` must be indented by two spaces and come first) and renders it into $work/eng.
+# agent_tcp=1 (set by --agent-tcp) makes HAProxy reach the agent over loopback TCP instead of
+# its unix sockets (agent.local_sockets: false).
+agent_tcp=${agent_tcp:-0}
+render_stack() {
+  local extra=${5:-}
+  {
+    echo "providers:"
+    echo "  openai:    {base_url: \"http://127.0.0.1:$4\", http_client: {max_retries: 0}}"
+    echo "  anthropic: {base_url: \"http://127.0.0.1:$4\"}"
+    [ -n "$extra" ] && printf '%s\n' "$extra"
+    echo "bypass: {enabled: true, provider: auto}"
+    echo "haproxy: {bind: \"127.0.0.1:$1\", stats_bind: \"127.0.0.1:$(free_port)\", maxconn: 4000}"
+    echo "agent: {spoa_bind: \"127.0.0.1:$(free_port)\", engine_bind: \"127.0.0.1:$2\", threads: $3$([ "$agent_tcp" = 1 ] && echo ', local_sockets: false')}"
+    echo "logging: {level: warn}"
+  } >"$work/lunaroute.yaml"
+  "$bin/lunaroute-control" render --config "$work/lunaroute.yaml" --out "$work/eng" >/dev/null
+}
+
 # start_pair ENG_DIR PLAIN_DIR FE_ENG FE_PLAIN ENG_PORT: the agent of ENG_DIR (its pid in
 # $agent_pid), HAProxy on both rendered configs; returns once the three ports listen and
 # spop-check has had time to mark the agent up.
