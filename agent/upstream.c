@@ -58,6 +58,7 @@ struct up_sock {
 struct up_url {
     char *url; /* NULL: free slot */
     CURLU *h;
+    char *norm;    /* h as libcurl prints it (curl_free) */
     unsigned refs; /* transfers using h: it is not freed before they end */
     uint64_t used; /* LRU stamp */
 };
@@ -184,6 +185,7 @@ static void easy_put(struct upstream *u, CURL *e)
 static void url_slot_clear(struct up_url *e)
 {
     curl_url_cleanup(e->h);
+    curl_free(e->norm);
     free(e->url);
     *e = (struct up_url){0};
 }
@@ -210,17 +212,19 @@ static struct up_url *url_get(struct upstream *u, const char *url)
     if (!victim)
         return NULL;
     CURLU *h = curl_url();
-    char *copy = h ? strdup(url) : NULL;
+    char *copy = h ? strdup(url) : NULL, *norm = NULL;
     /* the flags libcurl itself parses CURLOPT_URL with */
-    if (!copy || curl_url_set(h, CURLUPART_URL, url,
-                              CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK) {
+    if (!copy ||
+        curl_url_set(h, CURLUPART_URL, url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) !=
+            CURLUE_OK ||
+        curl_url_get(h, CURLUPART_URL, &norm, 0) != CURLUE_OK) {
         curl_url_cleanup(h);
         free(copy);
         return NULL;
     }
     if (victim->url)
         url_slot_clear(victim);
-    *victim = (struct up_url){.url = copy, .h = h, .refs = 1, .used = ++u->url_clock};
+    *victim = (struct up_url){.url = copy, .h = h, .norm = norm, .refs = 1, .used = ++u->url_clock};
     return victim;
 }
 
@@ -767,10 +771,15 @@ static int setup_easy(struct upstream_xfer *x, const struct upstream_request *re
         if (rc == CURLE_OK)                                                                        \
             rc = curl_easy_setopt(e, opt, val);                                                    \
     } while (0)
-    if (x->url)
+    /* With only CURLOPT_CURLU, libcurl prints the handle back to a string for every transfer
+     * (curl_url_get, ~7k instructions); given the same string as CURLOPT_URL too, it takes
+     * that one. CURLOPT_CURLU wins when both are set: the URL is the same either way. */
+    if (x->url) {
         UP_SET(CURLOPT_CURLU, x->url->h);
-    else
+        UP_SET(CURLOPT_URL, x->url->norm);
+    } else {
         UP_SET(CURLOPT_URL, req->url);
+    }
     UP_SET(CURLOPT_PRIVATE, x);
     UP_SET(CURLOPT_ERRORBUFFER, x->errbuf);
     UP_SET(CURLOPT_NOSIGNAL, 1L);
