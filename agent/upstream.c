@@ -944,12 +944,13 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
         curl_slist_free_all(req->headers);
         return NULL;
     }
-    struct upstream_xfer *x = calloc(1, sizeof(*x));
+    struct upstream_xfer *x = malloc(sizeof(*x)); /* not calloc: see proxy_handle */
     if (!x) {
         set_err(err, errlen, "out of memory");
         curl_slist_free_all(req->headers);
         return NULL;
     }
+    *x = (struct upstream_xfer){0};
     x->u = u;
     x->cb = *cb;
     x->ud = ud;
