@@ -118,14 +118,22 @@ static bool name_is(const char *name, size_t len, const char *lit)
 /* Never forwarded: hop-by-hop (RFC 9110 7.6.1) and what the transfer sets itself. */
 static bool drop_request_header(const char *name, size_t len)
 {
-    static const char *const drop[] = {
-        "connection",          "keep-alive", "proxy-connection",
-        "proxy-authorization", "te",         "trailer",
-        "transfer-encoding",   "upgrade",    "host",
-        "content-length",      "expect",     "accept-encoding",
+#define PX_DROP(s)                                                                                 \
+    {                                                                                              \
+        s, sizeof(s) - 1                                                                           \
+    }
+    static const struct {
+        const char *name;
+        size_t len;
+    } drop[] = {
+        PX_DROP("connection"),          PX_DROP("keep-alive"), PX_DROP("proxy-connection"),
+        PX_DROP("proxy-authorization"), PX_DROP("te"),         PX_DROP("trailer"),
+        PX_DROP("transfer-encoding"),   PX_DROP("upgrade"),    PX_DROP("host"),
+        PX_DROP("content-length"),      PX_DROP("expect"),     PX_DROP("accept-encoding"),
     };
+#undef PX_DROP
     for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
-        if (name_is(name, len, drop[i]))
+        if (len == drop[i].len && strncasecmp(name, drop[i].name, len) == 0)
             return true;
     return false;
 }
@@ -1037,11 +1045,13 @@ void proxy_handle(struct proxy_ctx *px, struct engine_conn *c,
         engine_conn_respond_error(c, 503, "Settings are not loaded");
         return;
     }
-    struct proxy_req *r = calloc(1, sizeof(*r));
+    /* malloc, not calloc: glibc's calloc skips the thread cache (~200 instructions more) */
+    struct proxy_req *r = malloc(sizeof(*r));
     if (!r) {
         engine_conn_respond_error(c, 503, "Out of memory");
         return;
     }
+    *r = (struct proxy_req){0};
     r->t_start = proxy_now();
     r->px = px;
     r->conn = c;

@@ -34,6 +34,17 @@
 /* Idle easy handles kept for reuse: curl_easy_init/cleanup per request cost more than the
  * request's own work on a fast upstream. */
 #define UP_EASY_POOL 64u
+/* A pooled handle whose last transfer was a plain POST that libcurl ended well, sent once,
+ * keeps its options: curl_easy_reset and setting the constant ones again cost ~4k
+ * instructions. The next transfer sets every option that varies; a handle used any other way
+ * is reset. Sent once: curl_easy_reset is the only thing that zeroes libcurl's count of
+ * requests re-sent on a connection found dead (state.retrycount, at most 5 per handle), and
+ * every re-send calls CURLOPT_PREREQFUNCTION again. */
+#if LIBCURL_VERSION_NUM >= 0x075000
+#define UP_EASY_KEEP 1
+#else
+#define UP_EASY_KEEP 0 /* no CURLOPT_PREREQFUNCTION: always reset */
+#endif
 /* Parsed URLs (CURLOPT_CURLU) kept by string: a provider's endpoint is parsed once, not by
  * libcurl on every transfer. URLs with a query are not kept. */
 #define UP_URL_CACHE 8u
@@ -58,6 +69,7 @@ struct up_sock {
 struct up_url {
     char *url; /* NULL: free slot */
     CURLU *h;
+    char *norm;    /* h as libcurl prints it (curl_free) */
     unsigned refs; /* transfers using h: it is not freed before they end */
     uint64_t used; /* LRU stamp */
 };
@@ -80,6 +92,10 @@ struct upstream_xfer {
     bool aborted;      /* a callback asked to stop: every later libcurl callback returns 0 */
     bool finishing;    /* on_done is running: cancel is a no-op */
     bool reuse_easy;   /* ended by libcurl (not cancelled mid-way, never left paused) */
+    bool easy_kept;    /* x->easy came from the pool with its options (UP_EASY_KEEP) */
+    bool plain_post;   /* set up as a POST: no CUSTOMREQUEST, NOBODY or HTTPGET */
+    bool ended_ok;     /* libcurl ended it with CURLE_OK */
+    unsigned prereqs;  /* CURLOPT_PREREQFUNCTION calls: requests sent */
     CURLcode fail_code;
 
     int status;         /* of the header block being collected */
@@ -104,7 +120,10 @@ struct upstream {
     struct upstream_xfer *xfers;
     struct upstream_xfer *pend_head, *pend_tail;
     struct up_sock *socks;
-    CURL *easy_pool[UP_EASY_POOL];
+    struct {
+        CURL *e;
+        bool kept; /* options of a plain POST left set (UP_EASY_KEEP) */
+    } easy_pool[UP_EASY_POOL];
     size_t n_easy_pool;
     bool no_proxy_env; /* none of libcurl's proxy variables is set */
     struct up_url urls[UP_URL_CACHE];
@@ -162,28 +181,53 @@ static void pend_add(struct upstream_xfer *x, unsigned flags)
     arm_kick(u);
 }
 
-/* An easy handle, reused when one is idle. */
-static CURL *easy_get(struct upstream *u)
+/* An easy handle for x, reused when one is idle. */
+static CURL *easy_get(struct upstream *u, struct upstream_xfer *x)
 {
-    if (u->n_easy_pool)
-        return u->easy_pool[--u->n_easy_pool];
+    if (u->n_easy_pool) {
+        u->n_easy_pool--;
+        x->easy_kept = u->easy_pool[u->n_easy_pool].kept;
+        return u->easy_pool[u->n_easy_pool].e;
+    }
+    x->easy_kept = false;
     return curl_easy_init();
 }
 
-/* Back to the pool (options reset: no pointer into a freed transfer is kept), or freed. */
-static void easy_put(struct upstream *u, CURL *e)
+/* Back to the pool, or freed. The handle is reset, or (a plain POST sent once and ended well)
+ * the pointers into the transfer that libcurl reads itself (URL handle, header list, body,
+ * error buffer, private) are cleared; the callbacks' data pointers are only handed to
+ * callbacks, which run during a transfer, and the next transfer sets them again. */
+static void easy_put(struct upstream *u, const struct upstream_xfer *x)
 {
-    if (u->n_easy_pool < UP_EASY_POOL) {
-        curl_easy_reset(e);
-        u->easy_pool[u->n_easy_pool++] = e;
-    } else {
+    CURL *e = x->easy;
+    if (u->n_easy_pool >= UP_EASY_POOL) {
         curl_easy_cleanup(e);
+        return;
     }
+    bool keep = UP_EASY_KEEP && x->plain_post && x->ended_ok && x->prereqs == 1;
+    if (keep) {
+        CURLcode rc = curl_easy_setopt(e, CURLOPT_CURLU, NULL);
+        if (rc == CURLE_OK)
+            rc = curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+        if (rc == CURLE_OK)
+            rc = curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
+        if (rc == CURLE_OK)
+            rc = curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
+        if (rc == CURLE_OK)
+            rc = curl_easy_setopt(e, CURLOPT_PRIVATE, NULL);
+        keep = rc == CURLE_OK;
+    }
+    if (!keep)
+        curl_easy_reset(e);
+    u->easy_pool[u->n_easy_pool].e = e;
+    u->easy_pool[u->n_easy_pool].kept = keep;
+    u->n_easy_pool++;
 }
 
 static void url_slot_clear(struct up_url *e)
 {
     curl_url_cleanup(e->h);
+    curl_free(e->norm);
     free(e->url);
     *e = (struct up_url){0};
 }
@@ -210,17 +254,19 @@ static struct up_url *url_get(struct upstream *u, const char *url)
     if (!victim)
         return NULL;
     CURLU *h = curl_url();
-    char *copy = h ? strdup(url) : NULL;
+    char *copy = h ? strdup(url) : NULL, *norm = NULL;
     /* the flags libcurl itself parses CURLOPT_URL with */
-    if (!copy || curl_url_set(h, CURLUPART_URL, url,
-                              CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK) {
+    if (!copy ||
+        curl_url_set(h, CURLUPART_URL, url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) !=
+            CURLUE_OK ||
+        curl_url_get(h, CURLUPART_URL, &norm, 0) != CURLUE_OK) {
         curl_url_cleanup(h);
         free(copy);
         return NULL;
     }
     if (victim->url)
         url_slot_clear(victim);
-    *victim = (struct up_url){.url = copy, .h = h, .refs = 1, .used = ++u->url_clock};
+    *victim = (struct up_url){.url = copy, .h = h, .norm = norm, .refs = 1, .used = ++u->url_clock};
     return victim;
 }
 
@@ -239,7 +285,7 @@ static void xfer_free(struct upstream_xfer *x)
     if (x->next)
         x->next->prev = x->prev;
     if (x->easy && x->reuse_easy)
-        easy_put(u, x->easy);
+        easy_put(u, x);
     else if (x->easy)
         curl_easy_cleanup(x->easy);
     if (x->url)
@@ -457,6 +503,7 @@ static void finish(struct upstream_xfer *x, CURLcode rc)
         x->in_multi = false;
     }
     pend_unlink(x);
+    x->ended_ok = false;
     if (!x->cancelled) {
         u->active--;
         x->finishing = true; /* from here on, cancel only silences the callbacks */
@@ -472,6 +519,7 @@ static void finish(struct upstream_xfer *x, CURLcode rc)
         const char *err = NULL;
         if (rc != CURLE_OK)
             err = x->reason[0] ? x->reason : x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
+        x->ended_ok = rc == CURLE_OK; /* (on_done may cancel it now: a no-op) */
         if (!x->cancelled && x->cb.on_done)
             x->cb.on_done(x->ud, rc, err);
     }
@@ -733,7 +781,7 @@ void upstream_free(struct upstream *u)
     for (struct up_sock *s = u->socks; s; s = s->next)
         ev_io_stop(u->loop, &s->io);
     while (u->n_easy_pool)
-        curl_easy_cleanup(u->easy_pool[--u->n_easy_pool]);
+        curl_easy_cleanup(u->easy_pool[--u->n_easy_pool].e);
     for (size_t i = 0; i < UP_URL_CACHE; i++)
         if (u->urls[i].url)
             url_slot_clear(&u->urls[i]);
@@ -757,29 +805,37 @@ static bool has_header(const struct curl_slist *h, const char *name)
     return false;
 }
 
-static int setup_easy(struct upstream_xfer *x, const struct upstream_request *req)
+#if UP_EASY_KEEP
+static int prereq_cb(void *userdata, char *conn_primary_ip, char *conn_local_ip,
+                     int conn_primary_port, int conn_local_port)
 {
-    CURL *e = x->easy;
-    const char *m = req->method ? req->method : "POST";
-    CURLcode rc = CURLE_OK;
+    (void)conn_primary_ip;
+    (void)conn_local_ip;
+    (void)conn_primary_port;
+    (void)conn_local_port;
+    struct upstream_xfer *x = userdata;
+    x->prereqs++;
+    return CURL_PREREQFUNC_OK;
+}
+#endif
+
 #define UP_SET(opt, val)                                                                           \
     do {                                                                                           \
         if (rc == CURLE_OK)                                                                        \
             rc = curl_easy_setopt(e, opt, val);                                                    \
     } while (0)
-    if (x->url)
-        UP_SET(CURLOPT_CURLU, x->url->h);
-    else
-        UP_SET(CURLOPT_URL, req->url);
-    UP_SET(CURLOPT_PRIVATE, x);
-    UP_SET(CURLOPT_ERRORBUFFER, x->errbuf);
+
+/* The options that are the same for every transfer of u. */
+static CURLcode setup_easy_constant(struct upstream *u, CURL *e)
+{
+    CURLcode rc = CURLE_OK;
     UP_SET(CURLOPT_NOSIGNAL, 1L);
     UP_SET(CURLOPT_TCP_NODELAY, 1L);
     UP_SET(CURLOPT_TCP_KEEPALIVE, 1L);
     UP_SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     UP_SET(CURLOPT_FOLLOWLOCATION, 0L);
     UP_SET(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L); /* a proxy's CONNECT reply is not ours */
-    if (x->u->no_proxy_env) {
+    if (u->no_proxy_env) {
         UP_SET(CURLOPT_PROXY, "");
         UP_SET(CURLOPT_NOPROXY, ""); /* moot without a proxy; spares the no_proxy lookups */
     }
@@ -789,12 +845,43 @@ static int setup_easy(struct upstream_xfer *x, const struct upstream_request *re
     UP_SET(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
     UP_SET(CURLOPT_HEADERFUNCTION, header_cb);
-    UP_SET(CURLOPT_HEADERDATA, x);
     UP_SET(CURLOPT_WRITEFUNCTION, write_cb);
+#if UP_EASY_KEEP
+    UP_SET(CURLOPT_PREREQFUNCTION, prereq_cb);
+#endif
+    return rc;
+}
+
+static int setup_easy(struct upstream_xfer *x, const struct upstream_request *req)
+{
+    CURL *e = x->easy;
+    const char *m = req->method ? req->method : "POST";
+    x->plain_post = strcasecmp(m, "POST") == 0;
+    if (x->easy_kept && !x->plain_post) {
+        /* the kept options are a POST's (method, body size): not the ground for another */
+        curl_easy_reset(e);
+        x->easy_kept = false;
+    }
+    CURLcode rc = x->easy_kept ? CURLE_OK : setup_easy_constant(x->u, e);
+    /* With only CURLOPT_CURLU, libcurl prints the handle back to a string for every transfer
+     * (curl_url_get, ~7k instructions); given the same string as CURLOPT_URL too, it takes
+     * that one. CURLOPT_CURLU wins when both are set: the URL is the same either way. */
+    if (x->url) {
+        UP_SET(CURLOPT_CURLU, x->url->h);
+        UP_SET(CURLOPT_URL, x->url->norm);
+    } else {
+        UP_SET(CURLOPT_URL, req->url);
+    }
+    UP_SET(CURLOPT_PRIVATE, x);
+    UP_SET(CURLOPT_ERRORBUFFER, x->errbuf);
+    UP_SET(CURLOPT_HEADERDATA, x);
     UP_SET(CURLOPT_WRITEDATA, x);
+#if UP_EASY_KEEP
+    UP_SET(CURLOPT_PREREQDATA, x);
+#endif
     UP_SET(CURLOPT_TIMEOUT, req->timeout_secs > 0 ? req->timeout_secs : 0L);
-    if (req->connect_timeout_secs > 0)
-        UP_SET(CURLOPT_CONNECTTIMEOUT, req->connect_timeout_secs);
+    /* always set: a kept handle may hold the last transfer's (0 is libcurl's default) */
+    UP_SET(CURLOPT_CONNECTTIMEOUT, req->connect_timeout_secs > 0 ? req->connect_timeout_secs : 0L);
 
     bool body = req->body != NULL || strcasecmp(m, "POST") == 0;
     if (strcasecmp(m, "GET") == 0 && !req->body) {
@@ -857,12 +944,13 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
         curl_slist_free_all(req->headers);
         return NULL;
     }
-    struct upstream_xfer *x = calloc(1, sizeof(*x));
+    struct upstream_xfer *x = malloc(sizeof(*x)); /* not calloc: see proxy_handle */
     if (!x) {
         set_err(err, errlen, "out of memory");
         curl_slist_free_all(req->headers);
         return NULL;
     }
+    *x = (struct upstream_xfer){0};
     x->u = u;
     x->cb = *cb;
     x->ud = ud;
@@ -871,7 +959,7 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
     if (u->xfers)
         u->xfers->prev = x;
     u->xfers = x;
-    x->easy = easy_get(u);
+    x->easy = easy_get(u, x);
     if (!x->easy) {
         set_err(err, errlen, "curl_easy_init failed");
         xfer_free(x);

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int lr_buf_reserve(struct lr_buf *b, size_t extra)
+int lr_buf__grow(struct lr_buf *b, size_t extra)
 {
     if (extra > SIZE_MAX - b->len - 1)
         return -ENOMEM;
@@ -20,17 +20,6 @@ int lr_buf_reserve(struct lr_buf *b, size_t extra)
         return -ENOMEM;
     b->data = p;
     b->cap = cap;
-    return 0;
-}
-
-int lr_buf_append(struct lr_buf *b, const void *p, size_t n)
-{
-    if (lr_buf_reserve(b, n) < 0)
-        return -ENOMEM;
-    if (n)
-        memcpy(b->data + b->len, p, n);
-    b->len += n;
-    b->data[b->len] = 0;
     return 0;
 }
 

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct lr_buf {
     uint8_t *data;
@@ -12,10 +13,31 @@ struct lr_buf {
     size_t cap; /* bytes allocated */
 };
 
-/* Makes room for at least `extra` more bytes. 0 or -ENOMEM. */
-int lr_buf_reserve(struct lr_buf *b, size_t extra);
+/* The slow path of lr_buf_reserve: reallocates. 0 or -ENOMEM. */
+int lr_buf__grow(struct lr_buf *b, size_t extra);
+
+/* Makes room for at least `extra` more bytes. 0 or -ENOMEM. Inline, with lr_buf_append: they
+ * run for every piece of every message, and the room is almost always there already. */
+static inline int lr_buf_reserve(struct lr_buf *b, size_t extra)
+{
+    if (b->cap > b->len && extra < b->cap - b->len) /* +1 keeps room for a trailing NUL */
+        return 0;
+    return lr_buf__grow(b, extra);
+}
+
 /* Appends n bytes. 0 or -ENOMEM. */
-int lr_buf_append(struct lr_buf *b, const void *p, size_t n);
+static inline int lr_buf_append(struct lr_buf *b, const void *p, size_t n)
+{
+    int rc = lr_buf_reserve(b, n);
+    if (rc < 0)
+        return rc;
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = 0;
+    return 0;
+}
+
 /* Appends a NUL-terminated string (without the NUL). 0 or -ENOMEM. */
 int lr_buf_puts(struct lr_buf *b, const char *s);
 /* Appends v in decimal (no printf on hot paths). 0 or -ENOMEM. */

@@ -7,6 +7,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -143,6 +144,8 @@ static int srv_respond(struct srv *s, int fd, const struct srv_req *rq, const ch
                          "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
                          "X-Spaced: \t  padded value  \r\nX-Folded: a\r\n  b\r\n"
                          "Content-Length: 11\r\n\r\nhello world");
+    if (strcmp(p, "/drop-after") == 0) /* the next request on this connection is dropped */
+        return srv_sendf(s, fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     if (strcmp(p, "/500") == 0) {
         const char *j = "{\"error\":{\"message\":\"boom\"}}";
         return srv_sendf(s, fd,
@@ -249,6 +252,7 @@ static void *srv_conn_main(void *arg)
     free(c);
     size_t cap = 64 * 1024, len = 0;
     char *buf = malloc(cap);
+    bool drop_next = false;
     while (buf) {
         /* One request: head, then Content-Length bytes of body. */
         char *end = NULL;
@@ -293,6 +297,9 @@ static void *srv_conn_main(void *arg)
             len += (size_t)n;
         }
         atomic_fetch_add(&s->requests, 1);
+        if (drop_next)
+            break; /* read, never answered: the connection dies under the client's request */
+        drop_next = strcmp(rq.path, "/drop-after") == 0;
         if (srv_respond(s, fd, &rq, buf + hlen, (size_t)rq.clen) < 0)
             break;
         memmove(buf, buf + need, len - need);
@@ -955,6 +962,31 @@ static void test_connection_reuse(void **state)
     tx_fini(&b);
 }
 
+/* Every request after the first goes out on a kept-alive connection that the server closes
+ * once it has read it: libcurl re-sends it on a new connection, and counts that against a
+ * limit of 5 per easy handle that only curl_easy_reset clears. The pooled handle must not
+ * carry the count from one transfer to the next. */
+static void test_resend_on_dead_connection(void **state)
+{
+    struct fx *f = *state;
+    enum { N = 8 };
+    for (int i = 0; i < N; i++) {
+        struct tx t;
+        tx_init(&t, f);
+        tx_start(&t, "POST", "/drop-after", "{}", 2, 5, NULL);
+        run_until_done(f, i + 1, 3.0);
+        assert_int_equal(t.done_calls, 1);
+        if (t.code != CURLE_OK)
+            fail_msg("transfer %d: %s (%s)", i, curl_easy_strerror(t.code), t.err);
+        assert_int_equal(t.status, 200);
+        assert_int_equal(t.len, 2);
+        tx_fini(&t);
+    }
+    /* the first on a new connection, each later one twice: dropped, then answered */
+    assert_int_equal(atomic_load(&f->srv->requests), 1 + 2 * (N - 1));
+    assert_int_equal(atomic_load(&f->srv->accepted), N);
+}
+
 static void test_free_in_flight(void **state)
 {
     struct fx *f = *state;
@@ -1166,6 +1198,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_mid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_reuse, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resend_on_dead_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_same_iteration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_args, setup, teardown),
