@@ -317,9 +317,6 @@ static void out_provider_backend(struct out *o, const struct cfg_provider *p)
 /* sockaddr_un.sun_path holds 108 bytes on Linux, the terminating NUL included. */
 #define UNIX_PATH_MAX_LEN 107
 
-/* Where the standalone HAProxy logs (its own notices and errors; HTTP logs are info). */
-#define LOG_TARGET "stderr format short local0"
-
 #define AGENT_CHECK "check inter 2s downinter 250ms rise 1"
 
 /* One of the agent's listeners as a server: its unix socket when agent.local_sockets (no
@@ -509,7 +506,7 @@ char *render_haproxy_cfg(const struct lr_config *c, const struct render_paths *p
     outf(&o, "global\n");
     outf(&o, "    maxconn %u\n", c->haproxy.maxconn);
     outf(&o, "    stats socket %s/haproxy.sock mode 600 level admin\n", p->run_dir);
-    outf(&o, "    log " LOG_TARGET " notice\n");
+    outf(&o, "    log stderr format short local0 notice\n");
     outf(&o, "    hard-stop-after 30s\n");
     outf(&o, "\n");
     outf(&o, "defaults\n"
@@ -598,13 +595,10 @@ char *render_spoe_conf(const struct lr_config *c, const struct render_paths *p,
              "    timeout idle 30s\n"
              "    timeout processing 200ms\n");
     outf(&o, "    use-backend %s\n", LR_SPOA_BACKEND);
-    /* SPOE logs every event it processed at notice level (one line per request) and a
-     * failed one at warning. Standalone keeps only the failures: the notices cost HAProxy
-     * a write per request. In a fleet, the fleet's global logging decides. */
-    if (mode == RENDER_BOLTIN)
-        outf(&o, "    log global\n");
-    else
-        outf(&o, "    log " LOG_TARGET " warning\n");
+    /* SPOE would log every exchange at notice level: a line built and written per request.
+     * Only the failed ones (warning) are logged. */
+    outf(&o, "    option dontlog-normal\n");
+    outf(&o, "    log global\n");
     outf(&o, "\n");
     /* Never the body and never a credential value: only counts and the auth scheme. */
     outf(&o, "spoe-message %s\n", LR_SPOE_MESSAGE);
