@@ -98,8 +98,8 @@ if classified == 0:
     sys.exit("bypass.sh: the agent classified no request: the SPOE variant did not use it")
 rows = [
     ("bypass, 32 conns, req/s", f"{med('plain',32,0):.0f}", f"{med('spoe',32,0):.0f}", f"{thr:.2f} of plain", ">= 0.70", thr >= 0.70),
-    ("bypass, 1 conn, p50", f"{med('plain',1,1):.0f} us", f"{med('spoe',1,1):.0f} us", f"+{add50:.0f} us", "<= 30 us", add50 <= 30),
-    ("bypass, 1 conn, p99", f"{med('plain',1,2):.0f} us", f"{med('spoe',1,2):.0f} us", f"+{add99:.0f} us", "", None),
+    ("bypass, 1 conn, p50", f"{med('plain',1,1):.0f} us", f"{med('spoe',1,1):.0f} us", f"{add50:+.0f} us", "<= 30 us", add50 <= 30),
+    ("bypass, 1 conn, p99", f"{med('plain',1,2):.0f} us", f"{med('spoe',1,2):.0f} us", f"{add99:+.0f} us", "", None),
 ]
 if os.environ.get("BENCH_RESULTS"):
     with open(os.environ["BENCH_RESULTS"], "a") as f:

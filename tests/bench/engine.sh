@@ -329,11 +329,11 @@ if os.environ.get("BENCH_RESULTS"):
     def m(v, c, i, unit=" us"):
         return f"{med(v, c, i):.0f}{unit}"
     out = [
-        ("chat, 1 conn, p50", m("plain", 1, 1), m("engine", 1, 1), f"+{add50:.0f} us", "", None),
-        ("chat, 1 conn, p99", m("plain", 1, 2), m("engine", 1, 2), f"+{add99:.0f} us", "<= +100 us", add99 <= 100),
+        ("chat, 1 conn, p50", m("plain", 1, 1), m("engine", 1, 1), f"{add50:+.0f} us", "", None),
+        ("chat, 1 conn, p99", m("plain", 1, 2), m("engine", 1, 2), f"{add99:+.0f} us", "<= +100 us", add99 <= 100),
         ("chat, 32 conns, req/s", m("plain", 32, 0, ""), m("engine", 32, 0, ""), f"{thr:.2f} of plain", ">= 0.50", thr >= 0.5),
-        ("stream, time to first byte", m("plain", "ttfb", 0), m("engine", "ttfb", 0), f"+{ttfb:.0f} us", "<= +250 us", ttfb <= 250),
-        ("256 KiB body, 1 conn, p50", m("plain", "big", 1), m("engine", "big", 1), f"+{big/1000:.2f} ms", "<= +1 ms", big <= 1000),
+        ("stream, time to first byte", m("plain", "ttfb", 0), m("engine", "ttfb", 0), f"{ttfb:+.0f} us", "<= +250 us", ttfb <= 250),
+        ("256 KiB body, 1 conn, p50", m("plain", "big", 1), m("engine", "big", 1), f"{big/1000:+.2f} ms", "<= +1 ms", big <= 1000),
         (f"{st['n']} concurrent streams", "", f"{st['failed']} failed, max gap {st['max_gap']:.2f} s",
          f"agent RSS high-water {hwm_kb/1024:.0f} MiB", "no stall, <= 64 MiB", stall_ok and rss_ok),
     ]

@@ -145,7 +145,7 @@ for side, name, arrow in (("o", "openai", "OpenAI client -> Anthropic"), ("a", "
         ok = ok and good is not False
         size = "1 KiB" if tag == "1k" else "256 KiB"
         rows.append((f"translated {arrow}, {size}, p50", f"{p:.0f} us", f"{t:.0f} us",
-                     f"+{t-p:.0f} us = {ratio:.2f}x passthrough's +{q-p:.0f} us",
+                     f"{t-p:+.0f} us = {ratio:.2f}x passthrough's {q-p:+.0f} us",
                      "<= 2x" if tag == "1k" else "", good))
 print("translated added latency <= 2x passthrough's for 1 KiB:", "yes" if ok else "NO")
 if os.environ.get("BENCH_RESULTS"):
