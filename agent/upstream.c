@@ -181,6 +181,13 @@ static void pend_add(struct upstream_xfer *x, unsigned flags)
     arm_kick(u);
 }
 
+/* curl_easy_setopt on `e`, until one fails (`rc`). */
+#define UP_SET(opt, val)                                                                           \
+    do {                                                                                           \
+        if (rc == CURLE_OK)                                                                        \
+            rc = curl_easy_setopt(e, opt, val);                                                    \
+    } while (0)
+
 /* An easy handle for x, reused when one is idle. */
 static CURL *easy_get(struct upstream *u, struct upstream_xfer *x)
 {
@@ -206,15 +213,12 @@ static void easy_put(struct upstream *u, const struct upstream_xfer *x)
     }
     bool keep = UP_EASY_KEEP && x->plain_post && x->ended_ok && x->prereqs == 1;
     if (keep) {
-        CURLcode rc = curl_easy_setopt(e, CURLOPT_CURLU, NULL);
-        if (rc == CURLE_OK)
-            rc = curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
-        if (rc == CURLE_OK)
-            rc = curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
-        if (rc == CURLE_OK)
-            rc = curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
-        if (rc == CURLE_OK)
-            rc = curl_easy_setopt(e, CURLOPT_PRIVATE, NULL);
+        CURLcode rc = CURLE_OK;
+        UP_SET(CURLOPT_CURLU, NULL);
+        UP_SET(CURLOPT_HTTPHEADER, NULL);
+        UP_SET(CURLOPT_POSTFIELDS, NULL);
+        UP_SET(CURLOPT_ERRORBUFFER, NULL);
+        UP_SET(CURLOPT_PRIVATE, NULL);
         keep = rc == CURLE_OK;
     }
     if (!keep)
@@ -819,12 +823,6 @@ static int prereq_cb(void *userdata, char *conn_primary_ip, char *conn_local_ip,
 }
 #endif
 
-#define UP_SET(opt, val)                                                                           \
-    do {                                                                                           \
-        if (rc == CURLE_OK)                                                                        \
-            rc = curl_easy_setopt(e, opt, val);                                                    \
-    } while (0)
-
 /* The options that are the same for every transfer of u. */
 static CURLcode setup_easy_constant(struct upstream *u, CURL *e)
 {
@@ -883,7 +881,7 @@ static int setup_easy(struct upstream_xfer *x, const struct upstream_request *re
     /* always set: a kept handle may hold the last transfer's (0 is libcurl's default) */
     UP_SET(CURLOPT_CONNECTTIMEOUT, req->connect_timeout_secs > 0 ? req->connect_timeout_secs : 0L);
 
-    bool body = req->body != NULL || strcasecmp(m, "POST") == 0;
+    bool body = req->body != NULL || x->plain_post;
     if (strcasecmp(m, "GET") == 0 && !req->body) {
         UP_SET(CURLOPT_HTTPGET, 1L);
     } else if (strcasecmp(m, "HEAD") == 0) {
