@@ -13,7 +13,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -809,12 +808,6 @@ static void admin_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 
 /* ---- lifecycle ---- */
 
-static int admin_listen(struct admin *a, char *err, size_t errlen)
-{
-    return net_listen_unix(a->socket_path, 0600, ADMIN_BACKLOG, "admin socket", &a->sock_id, err,
-                           errlen);
-}
-
 struct admin *admin_new(struct ev_loop *loop, const struct admin_config *cfg, char *err,
                         size_t errlen)
 {
@@ -842,7 +835,8 @@ struct admin *admin_new(struct ev_loop *loop, const struct admin_config *cfg, ch
     a->http.on_url = on_url;
     a->http.on_body = on_body;
     a->http.on_message_complete = on_message_complete;
-    int fd = admin_listen(a, err, errlen);
+    int fd = net_listen_unix(a->socket_path, 0600, ADMIN_BACKLOG, "admin socket", &a->sock_id, err,
+                             errlen);
     if (fd < 0)
         goto fail;
     net_acceptor_init(&a->acc, loop, fd, "admin", admin_on_accept, a);

@@ -31,6 +31,10 @@
 #define LR_VAR_BACKEND  "backend"  /* exact HAProxy backend name */
 #define LR_VAR_PROVIDER "provider" /* provider name (bypass), "" for engine */
 
+/* The longest unix socket path (admin, spoa and engine sockets): sockaddr_un.sun_path holds
+ * 108 bytes on Linux, the terminating NUL included. */
+#define LR_UNIX_PATH_MAX 107
+
 /* SPOP frame size we offer (HAProxy's default tune.bufsize 16384 minus the 4-byte length). */
 #define LR_SPOP_MAX_FRAME_SIZE 16380u
 

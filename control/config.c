@@ -19,6 +19,7 @@
 #include "config.h"
 
 #include "log.h"
+#include "lr_defaults.h"
 #include "lr_regex.h"
 
 #include <errno.h>
@@ -1811,8 +1812,9 @@ static void parse_agent(struct ctx *x, yaml_node_t *n)
             char *s = get_string(x, v, "agent.admin_socket");
             if (!s)
                 continue;
-            if (!*s || strlen(s) > 107) /* sockaddr_un.sun_path */
-                err_node(x, v, "agent.admin_socket: must be a path of 1 to 107 bytes");
+            if (!*s || strlen(s) > LR_UNIX_PATH_MAX)
+                err_node(x, v, "agent.admin_socket: must be a path of 1 to %d bytes",
+                         LR_UNIX_PATH_MAX);
             free(c->agent.admin_socket);
             c->agent.admin_socket = s;
         }

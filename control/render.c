@@ -314,9 +314,6 @@ static void out_provider_backend(struct out *o, const struct cfg_provider *p)
 /* Health checks of the agent's two listeners. Once a check found the agent gone (killed,
  * restarting), HAProxy checks every 250 ms and one success brings the server back: a
  * restarted agent serves again within a second, not after rise x inter (4 s by default). */
-/* sockaddr_un.sun_path holds 108 bytes on Linux, the terminating NUL included. */
-#define UNIX_PATH_MAX_LEN 107
-
 #define AGENT_CHECK "check inter 2s downinter 250ms rise 1"
 
 /* One of the agent's listeners as a server: its unix socket when agent.local_sockets (no
@@ -964,11 +961,11 @@ int render_write_all(const struct lr_config *c, enum render_mode mode, const cha
         return -1;
     }
     bool local = render_local_sockets(c, mode);
-    if (local && strlen(esock) > UNIX_PATH_MAX_LEN) {
+    if (local && strlen(esock) > LR_UNIX_PATH_MAX) {
         set_err(err, errlen,
                 "%s: too long for the agent's unix sockets (%s is %zu bytes, at most %d): "
                 "use a shorter run_dir, or agent.local_sockets: false",
-                dir, esock, strlen(esock), UNIX_PATH_MAX_LEN);
+                dir, esock, strlen(esock), LR_UNIX_PATH_MAX);
         return -1;
     }
     struct render_paths p = {
