@@ -565,16 +565,19 @@ static bool cfg_file_changed(struct sup *s)
            st.st_mtim.tv_nsec != s->cfg_stat.st_mtim.tv_nsec;
 }
 
-static void split_path(const char *path, char *dir, size_t dlen, char *name, size_t nlen)
+/* false when a part does not fit (no such file can exist: ENAMETOOLONG). */
+static bool split_path(const char *path, char *dir, size_t dlen, char *name, size_t nlen)
 {
     const char *slash = strrchr(path, '/');
+    int nd, nn;
     if (!slash) {
-        snprintf(dir, dlen, ".");
-        snprintf(name, nlen, "%s", path);
+        nd = snprintf(dir, dlen, ".");
+        nn = snprintf(name, nlen, "%s", path);
     } else {
-        snprintf(dir, dlen, "%.*s", slash == path ? 1 : (int)(slash - path), path);
-        snprintf(name, nlen, "%s", slash + 1);
+        nd = snprintf(dir, dlen, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+        nn = snprintf(name, nlen, "%s", slash + 1);
     }
+    return nd >= 0 && (size_t)nd < dlen && nn >= 0 && (size_t)nn < nlen;
 }
 
 #define WATCH_MASK                                                                                 \
@@ -610,14 +613,15 @@ static int watch_add(struct sup *s, struct watch *w, const char *dir, const char
 static int watch_arm(struct sup *s)
 {
     char dir[PATH_MAX], name[NAME_MAX + 1], real[PATH_MAX], rdir[PATH_MAX], rname[NAME_MAX + 1];
-    split_path(s->config_path, dir, sizeof(dir), name, sizeof(name));
+    if (!split_path(s->config_path, dir, sizeof(dir), name, sizeof(name)))
+        return -ENAMETOOLONG;
     struct stat st;
     bool link = lstat(s->config_path, &st) == 0 && S_ISLNK(st.st_mode);
     rdir[0] = 0;
     if (link && realpath(s->config_path, real)) {
         char adir[PATH_MAX];
-        split_path(real, rdir, sizeof(rdir), rname, sizeof(rname));
-        if (realpath(dir, adir) && !strcmp(adir, rdir))
+        if (!split_path(real, rdir, sizeof(rdir), rname, sizeof(rname)) ||
+            (realpath(dir, adir) && !strcmp(adir, rdir)))
             rdir[0] = 0; /* same directory: the first watch sees it */
     }
     struct watch *w0 = &s->watch[0], *w1 = &s->watch[1];
@@ -794,7 +798,7 @@ static int master_show_proc(const char *msock, struct supervise_proc_info *info,
         return -1;
     int rc = supervise_parse_show_proc(out, info);
     if (rc < 0)
-        snprintf(err, errlen, "%s: unexpected answer to `show proc`", msock);
+        snprintf(err, errlen, "%.400s: unexpected answer to `show proc`", msock);
     free(out);
     return rc;
 }
