@@ -184,7 +184,7 @@ struct curl_slist *proxy_upstream_headers(const struct engine_gen *g,
     const char *key = engine_gen_key(g, p);
     bool to_anthropic = p->type == AGENT_PROVIDER_ANTHROPIC;
     bool xlate = to_anthropic != (client == ROUTER_ANTHROPIC);
-    bool has_av = false, has_ctype = false;
+    bool has_av = false, has_ctype = false, has_accept = false;
     *ok = true;
     for (size_t i = 0; i < req->n_headers && *ok; i++) {
         const struct engine_http_header *h = &req->headers[i];
@@ -200,6 +200,8 @@ struct curl_slist *proxy_upstream_headers(const struct engine_gen *g,
             has_av = true;
         else if (name_is(h->name, h->name_len, "content-type"))
             has_ctype = true;
+        else if (name_is(h->name, h->name_len, "accept"))
+            has_accept = true;
         lr_buf_reset(&line);
         /* "Name;" is how libcurl sends a header with an empty value ("Name:" removes it). */
         if (lr_buf_append(&line, h->name, h->name_len) < 0 ||
@@ -252,6 +254,8 @@ struct curl_slist *proxy_upstream_headers(const struct engine_gen *g,
     l = slist_add(l, "Expect:", ok); /* no 100-continue round trip for big bodies */
     if (!has_ctype)
         l = slist_add(l, "Content-Type:", ok); /* not libcurl's form-urlencoded default */
+    if (!has_accept)
+        l = slist_add(l, "Accept:", ok); /* the client sent none: not libcurl's default either */
     lr_buf_free(&line);
     return l;
 }

@@ -566,6 +566,7 @@ static void test_relay_openai_key_injection(void **state)
     assert_null(strcasestr(h, "gzip"));
     assert_null(strcasestr(h, "connection: keep-alive"));
     assert_non_null(strcasestr(h, "x-custom: yes"));
+    assert_null(strcasestr(h, "accept:")); /* none sent: none added, not libcurl's default */
     pthread_mutex_lock(&f->oa1.mu);
     assert_string_equal(f->oa1.last_body, chat_body); /* bytes unchanged */
     pthread_mutex_unlock(&f->oa1.mu);
@@ -589,6 +590,11 @@ static void test_relay_anthropic_and_passthrough(void **state)
     assert_null(strcasestr(h, "authorization"));
     assert_non_null(strcasestr(h, "anthropic-version: 2023-06-01"));
     assert_non_null(strcasestr(h, "anthropic-beta: tools-1"));
+    resp_free(&rp);
+    /* The client's Accept passes as sent. */
+    do_req(f, "/v1/messages", "Accept: application/json\r\n", msg_body, &rp);
+    mock_head(&f->an1, h, sizeof(h));
+    assert_non_null(strcasestr(h, "\r\naccept: application/json\r\n"));
     resp_free(&rp);
     /* The client's own anthropic-version is kept (not doubled). */
     do_req(f, "/v1/messages", "Anthropic-Version: 2024-01-01\r\n", msg_body, &rp);
