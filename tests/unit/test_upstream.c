@@ -19,6 +19,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <cmocka.h>
@@ -144,7 +145,8 @@ static int srv_respond(struct srv *s, int fd, const struct srv_req *rq, const ch
                          "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
                          "X-Spaced: \t  padded value  \r\nX-Folded: a\r\n  b\r\n"
                          "Content-Length: 11\r\n\r\nhello world");
-    if (strcmp(p, "/drop-after") == 0) /* the next request on this connection is dropped */
+    if (strcmp(p, "/drop-after") == 0 || /* the next request on this connection is dropped */
+        strcmp(p, "/close-idle") == 0)   /* the server closes the connection once answered */
         return srv_sendf(s, fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     if (strcmp(p, "/500") == 0) {
         const char *j = "{\"error\":{\"message\":\"boom\"}}";
@@ -300,7 +302,8 @@ static void *srv_conn_main(void *arg)
         if (drop_next)
             break; /* read, never answered: the connection dies under the client's request */
         drop_next = strcmp(rq.path, "/drop-after") == 0;
-        if (srv_respond(s, fd, &rq, buf + hlen, (size_t)rq.clen) < 0)
+        if (srv_respond(s, fd, &rq, buf + hlen, (size_t)rq.clen) < 0 ||
+            strcmp(rq.path, "/close-idle") == 0)
             break;
         memmove(buf, buf + need, len - need);
         len -= need;
@@ -987,6 +990,41 @@ static void test_resend_on_dead_connection(void **state)
     assert_int_equal(atomic_load(&f->srv->accepted), N);
 }
 
+static double cpu_secs(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* A kept-alive connection's watcher stays armed between transfers. When the provider closes
+ * the idle connection, the watcher must go (a readable socket nobody reads would wake the
+ * loop without end) and the next request must get a new connection. */
+static void test_idle_connection_closed_by_server(void **state)
+{
+    struct fx *f = *state;
+    struct tx a, b;
+    tx_init(&a, f);
+    tx_init(&b, f);
+    tx_start(&a, "GET", "/close-idle", NULL, 0, 5, NULL);
+    run_until_done(f, 1, 3.0);
+    assert_int_equal(a.code, CURLE_OK);
+    assert_int_equal(a.status, 200);
+    double c0 = cpu_secs();
+    run_for(f, 0.3); /* the server's FIN arrives while the connection is idle */
+    double spent = cpu_secs() - c0;
+    if (spent > 0.15)
+        fail_msg("the loop spun on the idle connection: %.3f s of CPU in 0.3 s", spent);
+    tx_start(&b, "GET", "/ok", NULL, 0, 5, NULL);
+    run_until_done(f, 2, 3.0);
+    assert_int_equal(b.code, CURLE_OK);
+    assert_int_equal(b.status, 200);
+    assert_int_equal(atomic_load(&f->srv->accepted), 2);
+    tx_fini(&a);
+    tx_fini(&b);
+}
+
 static void test_free_in_flight(void **state)
 {
     struct fx *f = *state;
@@ -1199,6 +1237,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_mid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_reuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resend_on_dead_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_connection_closed_by_server, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_same_iteration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_args, setup, teardown),
