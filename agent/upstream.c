@@ -2,8 +2,6 @@
  *
  * Wiring (curl's evhiperfifo shape, with its timer fixed):
  *   CURLMOPT_SOCKETFUNCTION -> one ev_io per socket (struct up_sock, curl_multi_assign'ed);
- *                              a kept-alive socket's watcher stays armed between transfers
- *                              (parked), see multi_sock_fn;
  *   CURLMOPT_TIMERFUNCTION  -> one ev_timer armed for timeout_ms / 1000.0; libcurl is never
  *                              called from the timer function.
  *
@@ -26,8 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "buf.h"
 
@@ -67,13 +63,7 @@ struct up_sock {
     struct upstream *u;
     struct up_sock *prev, *next;
     curl_socket_t fd;
-    bool parked; /* libcurl said CURL_POLL_REMOVE; the socket is idle in its connection cache */
     ev_io io;
-};
-
-struct up_fd {
-    struct up_sock *sock; /* its watcher, parked or not */
-    bool conn;            /* a connection's socket, from open_sock_cb (not a resolver's) */
 };
 
 struct up_url {
@@ -130,8 +120,6 @@ struct upstream {
     struct upstream_xfer *xfers;
     struct upstream_xfer *pend_head, *pend_tail;
     struct up_sock *socks;
-    struct up_fd *fds; /* by fd number: what multi_sock_fn and the socket callbacks know */
-    size_t fds_cap;
     struct {
         CURL *e;
         bool kept; /* options of a plain POST left set (UP_EASY_KEEP) */
@@ -570,19 +558,10 @@ static void socket_action(struct upstream *u, curl_socket_t fd, int ev_bitmask)
 
 /* ---- libev <-> libcurl ----------------------------------------------------------------- */
 
-static void sock_free(struct upstream *u, struct up_sock *s);
-
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     struct up_sock *s = w->data;
-    if (s->parked) {
-        /* An idle connection is readable: the provider closed it (or sent what it should
-         * not). Not libcurl's business until it picks the connection again, when its own
-         * liveness check finds it dead; only the watcher goes, so it cannot fire again. */
-        sock_free(s->u, s);
-        return;
-    }
     int action =
         ((revents & EV_READ) ? CURL_CSELECT_IN : 0) | ((revents & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     /* s may be freed by the socket callback during the action: copy what we need. */
@@ -621,36 +600,9 @@ static int multi_timer_fn(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
-static struct up_fd *fd_slot(const struct upstream *u, curl_socket_t fd)
-{
-    return fd >= 0 && (size_t)fd < u->fds_cap ? &u->fds[fd] : NULL;
-}
-
-static struct up_fd *fd_slot_grow(struct upstream *u, curl_socket_t fd)
-{
-    if (fd < 0)
-        return NULL;
-    size_t need = (size_t)fd + 1;
-    if (need > u->fds_cap) {
-        size_t cap = u->fds_cap ? u->fds_cap : 64;
-        while (cap < need)
-            cap *= 2;
-        struct up_fd *n = realloc(u->fds, cap * sizeof(*n));
-        if (!n)
-            return NULL;
-        memset(n + u->fds_cap, 0, (cap - u->fds_cap) * sizeof(*n));
-        u->fds = n;
-        u->fds_cap = cap;
-    }
-    return &u->fds[fd];
-}
-
 static void sock_free(struct upstream *u, struct up_sock *s)
 {
     ev_io_stop(u->loop, &s->io);
-    struct up_fd *f = fd_slot(u, s->fd);
-    if (f && f->sock == s)
-        f->sock = NULL;
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -660,17 +612,7 @@ static void sock_free(struct upstream *u, struct up_sock *s)
     free(s);
 }
 
-/* CURLMOPT_SOCKETFUNCTION.
- *
- * libcurl removes a kept-alive connection's socket at the end of every transfer and adds it
- * again at the start of the next. Stopping the watcher and starting it again costs an
- * epoll_ctl per request whenever the loop polls in between (libev leaves the fd in the epoll
- * set, then re-adds it and gets EEXIST). So a connection's socket that libcurl removes while
- * watched for reading only stays armed, "parked": found again by fd when libcurl adds it
- * back, it costs nothing; if it turns readable while idle, io_cb drops the watcher; libcurl
- * closes every connection socket through close_sock_cb, which drops it before the fd goes.
- * Only sockets from open_sock_cb are parked: libcurl closes others (its resolver's socket
- * pair) itself, and a watcher must never outlive its fd. */
+/* CURLMOPT_SOCKETFUNCTION */
 static int multi_sock_fn(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     (void)easy;
@@ -679,21 +621,9 @@ static int multi_sock_fn(CURL *easy, curl_socket_t fd, int what, void *userp, vo
     if (what == CURL_POLL_REMOVE) {
         if (s) {
             curl_multi_assign(u->multi, fd, NULL);
-            const struct up_fd *f = fd_slot(u, fd);
-            if (f && f->conn && ev_is_active(&s->io) &&
-                (s->io.events & (EV_READ | EV_WRITE)) == EV_READ)
-                s->parked = true;
-            else
-                sock_free(u, s);
+            sock_free(u, s);
         }
         return 0;
-    }
-    struct up_fd *f = fd_slot_grow(u, fd);
-    if (!f)
-        return -1;
-    if (!s && (s = f->sock) != NULL) {
-        s->parked = false;
-        curl_multi_assign(u->multi, fd, s);
     }
     if (!s) {
         s = calloc(1, sizeof(*s));
@@ -701,7 +631,6 @@ static int multi_sock_fn(CURL *easy, curl_socket_t fd, int what, void *userp, vo
             return -1;
         s->u = u;
         s->fd = fd;
-        f->sock = s;
         s->next = u->socks;
         if (u->socks)
             u->socks->prev = s;
@@ -709,61 +638,15 @@ static int multi_sock_fn(CURL *easy, curl_socket_t fd, int what, void *userp, vo
         ev_init(&s->io, io_cb);
         s->io.data = s;
         curl_multi_assign(u->multi, fd, s);
+    } else {
+        ev_io_stop(u->loop, &s->io);
     }
     int events = ((what & CURL_POLL_IN) ? EV_READ : 0) | ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
-    if (ev_is_active(&s->io) && (s->io.events & (EV_READ | EV_WRITE)) == events)
-        return 0;
-    ev_io_stop(u->loop, &s->io);
     if (events) {
         ev_io_set(&s->io, fd, events);
         ev_io_start(u->loop, &s->io);
     }
     return 0;
-}
-
-/* The fd behind f is closed, or about to be: its watcher stops. A parked one is freed; one
- * that libcurl may still hand back (assigned, no CURL_POLL_REMOVE yet) stays until it does. */
-static void sock_forget(struct upstream *u, struct up_fd *f)
-{
-    struct up_sock *s = f->sock;
-    if (!s)
-        return;
-    if (s->parked)
-        sock_free(u, s);
-    else
-        ev_io_stop(u->loop, &s->io);
-}
-
-/* CURLOPT_OPENSOCKETFUNCTION: what libcurl does itself, and the fd is marked as a
- * connection's. A watcher still on that number (its socket closed behind our back) stops. */
-static curl_socket_t open_sock_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
-{
-    (void)purpose;
-    struct upstream *u = clientp;
-    curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-    if (fd == CURL_SOCKET_BAD)
-        return fd;
-    struct up_fd *f = fd_slot_grow(u, fd);
-    if (!f) {
-        close(fd);
-        return CURL_SOCKET_BAD;
-    }
-    sock_forget(u, f);
-    f->conn = true;
-    return fd;
-}
-
-/* CURLOPT_CLOSESOCKETFUNCTION: the watcher goes before the fd does, so that it never
- * watches a closed fd (or the next socket given its number). */
-static int close_sock_cb(void *clientp, curl_socket_t fd)
-{
-    struct upstream *u = clientp;
-    struct up_fd *f = fd_slot(u, fd);
-    if (f) {
-        sock_forget(u, f);
-        f->conn = false;
-    }
-    return close(fd);
 }
 
 /* ---- deferred work --------------------------------------------------------------------- */
@@ -898,8 +781,7 @@ void upstream_free(struct upstream *u)
         u->xfers->cancelled = true;
         xfer_free(u->xfers);
     }
-    /* Stop the watchers before curl closes the pooled connections' sockets (close_sock_cb
-     * frees theirs). */
+    /* Stop the watchers before curl closes the pooled connections' sockets. */
     for (struct up_sock *s = u->socks; s; s = s->next)
         ev_io_stop(u->loop, &s->io);
     while (u->n_easy_pool)
@@ -910,7 +792,6 @@ void upstream_free(struct upstream *u)
     curl_multi_cleanup(u->multi);
     while (u->socks)
         sock_free(u, u->socks);
-    free(u->fds);
     ev_timer_stop(u->loop, &u->timer);
     ev_timer_stop(u->loop, &u->kick);
     ev_ref(u->loop);
@@ -963,10 +844,6 @@ static CURLcode setup_easy_constant(struct upstream *u, CURL *e)
 #endif
     UP_SET(CURLOPT_HEADERFUNCTION, header_cb);
     UP_SET(CURLOPT_WRITEFUNCTION, write_cb);
-    UP_SET(CURLOPT_OPENSOCKETFUNCTION, open_sock_cb);
-    UP_SET(CURLOPT_OPENSOCKETDATA, u);
-    UP_SET(CURLOPT_CLOSESOCKETFUNCTION, close_sock_cb);
-    UP_SET(CURLOPT_CLOSESOCKETDATA, u);
 #if UP_EASY_KEEP
     UP_SET(CURLOPT_PREREQFUNCTION, prereq_cb);
 #endif

@@ -998,9 +998,9 @@ static double cpu_secs(void)
            (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
-/* A kept-alive connection's watcher stays armed between transfers. When the provider closes
- * the idle connection, the watcher must go (a readable socket nobody reads would wake the
- * loop without end) and the next request must get a new connection. */
+/* The provider closes a kept-alive connection while it is idle in libcurl's cache: nothing
+ * may keep watching the socket (a readable socket nobody reads would wake the loop without
+ * end), and the next request must get a new connection. */
 static void test_idle_connection_closed_by_server(void **state)
 {
     struct fx *f = *state;
