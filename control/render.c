@@ -506,10 +506,15 @@ char *render_haproxy_cfg(const struct lr_config *c, const struct render_paths *p
     outf(&o, "    log stderr format short local0 notice\n");
     outf(&o, "    hard-stop-after 30s\n");
     outf(&o, "\n");
+    /* idle-close-on-response: on a reload the old worker does not close its idle client
+     * connections at once (a pooled client could be sending on one at that very moment: a
+     * broken pipe, a failed request); it answers the next request on each with "Connection:
+     * close", bounded by hard-stop-after. */
     outf(&o, "defaults\n"
              "    mode http\n"
              "    log global\n"
              "    option dontlognull\n"
+             "    option idle-close-on-response\n"
              "    timeout connect 10s\n"
              "    timeout client 600s\n"
              "    timeout server 600s\n"

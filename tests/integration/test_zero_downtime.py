@@ -4,7 +4,8 @@ bounded load while, in separate tests,
       admin API, POST /v1/reload: HAProxy's master and worker pids stay), then a HAProxy-side
       change (HAProxy reloaded through the master CLI: a new worker);
   (b) HAProxy is reloaded (SIGUSR2 to the master);
-  (c) the agent is restarted: SIGTERM -> it drains -> `up` starts a new one.
+  (c) the agent is restarted: SIGTERM -> it drains -> `up` starts a new one;
+  (d) idle keep-alive connections across a HAProxy reload (no load).
 
 The load: five client threads against HAProxy, each a different kind of request:
   bypass-ka     POST /v1/embeddings on one keep-alive connection (reused like a pooling client:
@@ -370,6 +371,40 @@ class ZeroDowntime(lrtest.LRTestCase):
                         "no intercepted request was in flight at the reload")
         # The old worker's connections to the agent are gone once it exited.
         s.check_after_fault(baseline, "after the HAProxy reload", settle=10)
+
+    # -- (d) ---------------------------------------------------------------------------------
+    def test_d_idle_keepalive_connection_survives_reload(self):
+        """A pooled client's idle keep-alive connections are not cut by a reload (option
+        idle-close-on-response): the old worker answers the next request on each, with
+        `Connection: close`. Without it the old worker closes them at once, and a client that
+        sends at that moment gets a broken pipe -- (b)'s rare failure, made deterministic."""
+        s = self.start_zd_stack("zd-idle")
+        master = lrtest.read_pidfile(s.path("haproxy.pid"))
+        worker = self.worker_pid(s)
+        reqs = {"bypass": ("POST", "/v1/embeddings", json.dumps({"input": "x"}).encode()),
+                "intercepted": ("GET", "/healthz", None)}
+        conns = {}
+        for kind, (method, path, body) in reqs.items():
+            c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=20)
+            self.addCleanup(c.close)
+            c.request(method, path, body=body, headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            r.read()
+            self.assertEqual((r.status, r.will_close), (200, False), kind)
+            conns[kind] = c
+        os.kill(master[0], signal.SIGUSR2)
+        self.assertTrue(lrtest.wait_until(lambda: self.worker_pid(s) not in (None, worker), 20,
+                                          0.1), "HAProxy did not reload\n" + s.log_tails())
+        time.sleep(1.0)  # the old worker has long had its soft-stop signal
+        for kind, (method, path, body) in reqs.items():
+            c = conns[kind]
+            self.assertFalse(Load._stale(c), "%s: the old worker closed an idle keep-alive "
+                             "connection at the reload" % kind)
+            c.request(method, path, body=body, headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200, kind)
+            self.assertTrue(r.will_close, "%s: the old worker kept the connection open" % kind)
 
     # -- (c) ---------------------------------------------------------------------------------
     def test_c_agent_restart_under_load(self):
