@@ -277,6 +277,15 @@ class ZeroDowntime(lrtest.LRTestCase):
                 return int(line.split(":", 1)[1])
         return None
 
+    def reload_haproxy(self, s):
+        """SIGUSR2 to the master; returns once a new worker answers on the stats socket."""
+        master = lrtest.read_pidfile(s.path("haproxy.pid"))
+        self.assertEqual(len(master), 1)
+        worker = self.worker_pid(s)
+        os.kill(master[0], signal.SIGUSR2)
+        ok = lrtest.wait_until(lambda: self.worker_pid(s) not in (None, worker), 20, 0.2)
+        self.assertTrue(ok, "HAProxy did not reload\n" + s.log_tails())
+
     def write_config(self, s, change):
         s.config = lrtest.deep_merge(s.config, change)
         tmp = s.config_path + ".tmp"
@@ -353,15 +362,10 @@ class ZeroDowntime(lrtest.LRTestCase):
         kind, then the agent is back at its baseline (Stack.check_after_fault)."""
         s = self.start_zd_stack("zd-haproxy")
         baseline = s.fault_baseline()
-        master = lrtest.read_pidfile(s.path("haproxy.pid"))
-        self.assertEqual(len(master), 1)
-        worker = self.worker_pid(s)
         load = self.start_load(s)
         self.wait_in_flight(load)
         t_b = time.monotonic()
-        os.kill(master[0], signal.SIGUSR2)
-        ok = lrtest.wait_until(lambda: self.worker_pid(s) not in (None, worker), 20, 0.2)
-        self.assertTrue(ok, "HAProxy did not reload\n" + s.log_tails())
+        self.reload_haproxy(s)
         self.settle(load)
         results = load.stop()
         lrtest.log(summarize("(b) HAProxy reload (SIGUSR2)", results, t_b))
@@ -379,30 +383,29 @@ class ZeroDowntime(lrtest.LRTestCase):
         `Connection: close`. Without it the old worker closes them at once, and a client that
         sends at that moment gets a broken pipe -- (b)'s rare failure, made deterministic."""
         s = self.start_zd_stack("zd-idle")
-        master = lrtest.read_pidfile(s.path("haproxy.pid"))
-        worker = self.worker_pid(s)
         reqs = {"bypass": ("POST", "/v1/embeddings", json.dumps({"input": "x"}).encode()),
                 "intercepted": ("GET", "/healthz", None)}
+
+        def ask(c, kind):
+            method, path, body = reqs[kind]
+            c.request(method, path, body=body, headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            r.read()
+            return r
+
         conns = {}
-        for kind, (method, path, body) in reqs.items():
+        for kind in reqs:
             c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=20)
             self.addCleanup(c.close)
-            c.request(method, path, body=body, headers={"Content-Type": "application/json"})
-            r = c.getresponse()
-            r.read()
+            r = ask(c, kind)
             self.assertEqual((r.status, r.will_close), (200, False), kind)
             conns[kind] = c
-        os.kill(master[0], signal.SIGUSR2)
-        self.assertTrue(lrtest.wait_until(lambda: self.worker_pid(s) not in (None, worker), 20,
-                                          0.1), "HAProxy did not reload\n" + s.log_tails())
+        self.reload_haproxy(s)
         time.sleep(1.0)  # the old worker has long had its soft-stop signal
-        for kind, (method, path, body) in reqs.items():
-            c = conns[kind]
+        for kind, c in conns.items():
             self.assertFalse(Load._stale(c), "%s: the old worker closed an idle keep-alive "
                              "connection at the reload" % kind)
-            c.request(method, path, body=body, headers={"Content-Type": "application/json"})
-            r = c.getresponse()
-            r.read()
+            r = ask(c, kind)
             self.assertEqual(r.status, 200, kind)
             self.assertTrue(r.will_close, "%s: the old worker kept the connection open" % kind)
 
